@@ -1,0 +1,139 @@
+"""Concept activation vectors: a linear classifier in one layer's activation space.
+
+The extension point is `ConceptClassifier` (scikit-learn style `fit` / `decision_function`):
+anything linear that can report its weights in the raw activation space plugs in. Whatever the
+classifier does inside (standardize, PCA, logistic regression), the fitted `CAV` is one unit
+direction in raw space plus a bias, so per-residue detection is a single matrix product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from .errors import ArtifactError, ConfigError
+
+
+@runtime_checkable
+class ConceptClassifier(Protocol):
+    """What a CAV classifier must offer. `raw_linear()` gives (w, b) with score = x @ w + b."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ConceptClassifier: ...
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
+
+    def raw_linear(self) -> tuple[np.ndarray, float]: ...
+
+
+class LogisticCAVClassifier:
+    """Standardize → optional PCA → L2 logistic regression, folded back into raw space."""
+
+    def __init__(self, pca_components: int | None = 128, C: float = 1.0, seed: int = 0):
+        self.pca_components = pca_components
+        self.C = C
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticCAVClassifier:
+        X = np.asarray(X, dtype=np.float32)
+        self.scaler_ = StandardScaler().fit(X)
+        Z = self.scaler_.transform(X)
+        n_comp = self.pca_components
+        self.pca_ = None
+        if n_comp is not None and n_comp < min(Z.shape):
+            self.pca_ = PCA(n_components=n_comp, random_state=self.seed).fit(Z)
+            Z = self.pca_.transform(Z)
+        self.lr_ = LogisticRegression(C=self.C, max_iter=2000, class_weight="balanced",
+                                      random_state=self.seed).fit(Z, y)
+        return self
+
+    def raw_linear(self) -> tuple[np.ndarray, float]:
+        w = self.lr_.coef_[0].astype(np.float64)
+        b = float(self.lr_.intercept_[0])
+        if self.pca_ is not None:
+            b -= float(self.pca_.mean_ @ self.pca_.components_.T @ w)
+            w = self.pca_.components_.T @ w
+        scale = np.where(self.scaler_.scale_ == 0, 1.0, self.scaler_.scale_)
+        w_raw = w / scale
+        b_raw = b - float(self.scaler_.mean_ @ w_raw)
+        return w_raw, b_raw
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        w, b = self.raw_linear()
+        return np.asarray(X, dtype=np.float64) @ w + b
+
+
+CLASSIFIERS = {"logistic": LogisticCAVClassifier}
+
+
+def make_classifier(name: str, **params) -> ConceptClassifier:
+    """Build a registered classifier by config name (`train.classifier`)."""
+    try:
+        cls = CLASSIFIERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"train.classifier {name!r} unknown; choose one of {sorted(CLASSIFIERS)}"
+        ) from None
+    return cls(**params)
+
+
+@dataclass
+class CAV:
+    """A unit concept direction in raw activation space; score = states @ direction + bias.
+
+    The score is the signed distance (in raw activation units) to the classifier's decision
+    boundary, so thresholds from the registry are comparable across proteins.
+    """
+
+    concept: str
+    layer: int
+    direction: np.ndarray  # [H], unit norm
+    bias: float
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.direction.shape[0])
+
+    @classmethod
+    def from_classifier(cls, clf: ConceptClassifier, concept: str, layer: int,
+                        meta: dict | None = None) -> CAV:
+        w, b = clf.raw_linear()
+        norm = float(np.linalg.norm(w))
+        if norm == 0 or not np.isfinite(norm):
+            raise ArtifactError(f"concept {concept!r} layer {layer}: classifier has no direction")
+        return cls(concept, layer, (w / norm).astype(np.float32), b / norm, dict(meta or {}))
+
+    def score_residues(self, states: np.ndarray) -> np.ndarray:
+        states = np.asarray(states)
+        if states.shape[-1] != self.hidden_size:
+            raise ArtifactError(
+                f"CAV {self.concept!r} (layer {self.layer}) has hidden size {self.hidden_size} "
+                f"but the states have {states.shape[-1]}; it was trained on another model"
+            )
+        return (states.astype(np.float32) @ self.direction + np.float32(self.bias)).astype(
+            np.float32)
+
+    def save(self, path: Path) -> None:
+        save_file({"direction": self.direction.astype(np.float32),
+                   "bias": np.array([self.bias], dtype=np.float64)}, str(path),
+                  metadata={"concept": self.concept, "layer": str(self.layer)})
+
+    @classmethod
+    def load(cls, path: Path, meta: dict | None = None) -> CAV:
+        from safetensors import safe_open
+
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="numpy") as fh:
+                md = fh.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error types
+            raise ArtifactError(f"{path}: not a readable CAV file ({exc})") from exc
+        return cls(md.get("concept", "concept"), int(md.get("layer", -1)),
+                   tensors["direction"], float(tensors["bias"][0]), dict(meta or {}))

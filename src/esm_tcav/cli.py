@@ -1,0 +1,235 @@
+"""The `esm-tcav` command: one verb per stage, `run` chains them from one YAML config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from .config import Config, load_config
+from .errors import EsmTcavError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Test whether ESM-2 has learned a protein concept and localize it.")
+library_app = typer.Typer(no_args_is_help=True, help="Build and extend a concept library.")
+app.add_typer(library_app, name="library")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="override a config key, e.g. --set train.n_random=50 (repeatable)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo work that is already stored")]
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise EsmTcavError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set seed=1")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _context(config: Path, sets: list[str] | None):
+    from .context import RunContext
+
+    return RunContext(load_config(config, _overrides(sets)))
+
+
+def _print(result) -> None:
+    if result is None:
+        return
+    typer.echo(json.dumps(result, indent=1, default=str) if isinstance(result, dict) else result)
+
+
+def _guard(fn):
+    """Expected failures become one line on stderr and exit status 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EsmTcavError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished work is kept, rerun to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+@_guard
+def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
+          shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N")] = None):
+    """Embed the dataset's proteins at the tapped layers into the store (resumable)."""
+    from .embed import run_embed
+
+    parsed = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            raise EsmTcavError(f"--shard {shard!r}: expected I/N with 0 <= I < N") from None
+        parsed = (i, n)
+    _print(run_embed(_context(config, set_), shard=parsed, force=force))
+
+
+@app.command()
+@_guard
+def train(config: ConfigArg, set_: SetOpt = None):
+    """Train concept CAVs and random CAVs per layer, with statistics and thresholds."""
+    from .train import run_train
+
+    _print(run_train(_context(config, set_)))
+
+
+@app.command()
+@_guard
+def evaluate(config: ConfigArg, set_: SetOpt = None):
+    """AUROC/AUPRC with intervals, random-CAV comparison and plots per layer."""
+    from .evaluate import run_evaluate
+
+    _print(run_evaluate(_context(config, set_)))
+
+
+@app.command()
+@_guard
+def detect(config: ConfigArg, set_: SetOpt = None,
+           input_: Annotated[Path | None, typer.Option(
+               "--input", help="proteins to scan (default: the held-out test proteins)")] = None):
+    """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
+    from .detect import run_detect
+
+    _print(run_detect(_context(config, set_), input_path=input_))
+
+
+@app.command()
+@_guard
+def tcav(config: ConfigArg, set_: SetOpt = None):
+    """Gradient TCAV scores of a model head along the concept and random CAVs."""
+    from .tcav import run_tcav
+
+    _print(run_tcav(_context(config, set_)))
+
+
+@app.command()
+@_guard
+def report(config: ConfigArg, set_: SetOpt = None):
+    """Write the self-contained report.html from a run's results."""
+    from .report import run_report
+
+    _print(str(run_report(_context(config, set_))))
+
+
+@app.command()
+@_guard
+def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
+        steps: Annotated[str | None, typer.Option(
+            help="comma-separated steps to run (default: the config's steps)")] = None):
+    """Chain embed → train → evaluate → detect → tcav → report from one config."""
+    from .pipeline import run_pipeline
+
+    chosen = [s.strip() for s in steps.split(",")] if steps else None
+    _print(run_pipeline(_context(config, set_), force=force, steps=chosen))
+
+
+@app.command()
+@_guard
+def slurm(config: ConfigArg, set_: SetOpt = None,
+          submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
+          only_failed: Annotated[bool, typer.Option(
+              help="resubmit only embedding shards that are not finished")] = False):
+    """Write (and submit) SLURM jobs: an embedding array, then chained stage jobs."""
+    from .slurm import run_slurm
+
+    cfg = load_config(config, _overrides(set_))
+    _print(run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
+                     only_failed=only_failed))
+
+
+@app.command()
+@_guard
+def smoke(out: Annotated[Path, typer.Option(help="output folder")] = Path("results/smoke")):
+    """A 30-second health check of the whole path with planted concepts."""
+    from .smoke import run_smoke
+
+    result = run_smoke(out)
+    _print(result)
+    if not result.get("passed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def scan(fasta: Annotated[Path, typer.Argument(help="proteins (FASTA), read lazily")],
+         library: Annotated[Path, typer.Option(help="concept library folder")],
+         out: Annotated[Path, typer.Option(help="output folder")] = Path("results/scan"),
+         shard: Annotated[str | None, typer.Option(help="I/N: scan shard I of N")] = None,
+         device: str = "cpu", toks_per_batch: int = 8192):
+    """Score every concept of a library along every protein in one forward pass each."""
+    from .scan import run_scan
+
+    _print(run_scan(fasta, library, out, shard=shard, device=device,
+                    toks_per_batch=toks_per_batch))
+
+
+@library_app.command("build")
+@_guard
+def library_build(config: Annotated[Path, typer.Argument(help="library YAML")],
+                  out: Annotated[Path, typer.Option(help="library folder")] = Path(
+                      "results/library")):
+    """Train and evaluate every concept of a library config into one library folder."""
+    from .library import build_library
+
+    _print(build_library(config, out))
+
+
+@library_app.command("add")
+@_guard
+def library_add(library: Annotated[Path, typer.Argument(help="library folder")],
+                config: Annotated[Path, typer.Argument(help="concept config (run YAML)")],
+                set_: SetOpt = None):
+    """Train one concept from a run config (span file or JSONL) and add it to a library."""
+    from .library import add_concept
+
+    _print(add_concept(library, load_config(config, _overrides(set_))))
+
+
+@app.command()
+def models():
+    """List the model registry."""
+    from .registry import list_specs
+
+    for s in list_specs():
+        typer.echo(f"{s.name:24s} {s.params:>5s} hidden={s.hidden_size:<5d} "
+                   f"layers={s.num_layers:<3d} taps={list(s.default_taps)}  {s.license}")
+
+
+__all__ = ["app", "Config"]

@@ -1,0 +1,233 @@
+"""The embedding engine: token-budget batches, layer taps, tiling, indexing guardrails."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .models import LoadedModel
+from .sequences import Protein
+from .tokens import Alphabet, IndexingGuard
+
+log = logging.getLogger("esm_tcav.embed")
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One forward-pass unit: a whole protein or one tile of a long protein."""
+
+    key: int  # position of the protein in its chunk
+    start: int  # 0-based first residue of the tile
+    seq: str
+
+
+def tile_starts(length: int, window: int, overlap: int) -> list[int]:
+    """0-based starts of overlapping tiles covering `length` residues; the last ends at length."""
+    if length <= window:
+        return [0]
+    stride = window - overlap
+    starts = list(range(0, length - window, stride))
+    return starts + [length - window]
+
+
+def stitch(length: int, tiles: dict[int, np.ndarray], window: int) -> np.ndarray:
+    """Each residue takes its state from the tile where it is farthest from an edge."""
+    starts = sorted(tiles)
+    first = tiles[starts[0]]
+    out = np.empty((length, first.shape[1]), dtype=first.dtype)
+    pos = np.arange(length)
+    best = np.full(length, -1)
+    margin_best = np.full(length, -1)
+    for s in starts:
+        seg = pos[s : s + window]
+        margin = np.minimum(seg - s, s + len(tiles[s]) - 1 - seg)
+        better = margin > margin_best[seg]
+        margin_best[seg[better]] = margin[better]
+        best[seg[better]] = s
+    for s in starts:
+        rows = np.nonzero(best == s)[0]
+        out[rows] = tiles[s][rows - s]
+    return out
+
+
+class Embedder:
+    """Per-residue hidden states at the tapped layers for any number of proteins.
+
+    Proteins are read in chunks, sorted by length inside a chunk, and packed into batches whose
+    padded size stays under `toks_per_batch` tokens, so memory does not grow with the input.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        layers: list[int],
+        toks_per_batch: int = 8192,
+        window: int | None = None,
+        tile_overlap: int = 256,
+        chunk_size: int = 2048,
+        log_dir: Path | None = None,
+        alphabet: Alphabet | None = None,
+    ):
+        self.loaded = loaded
+        self.layers = sorted(layers)
+        if max(self.layers) > loaded.num_layers or min(self.layers) < 0:
+            raise ConfigError(f"layers {layers} out of range 0..{loaded.num_layers}")
+        self.window = window or loaded.spec.max_residues
+        if not 0 <= tile_overlap < self.window // 2 + 1:
+            raise ConfigError(
+                f"embed.tile_overlap={tile_overlap} must be between 0 and half the window "
+                f"({self.window // 2})"
+            )
+        self.overlap = tile_overlap
+        self.toks_per_batch = max(toks_per_batch, self.window + 2)
+        self.chunk_size = chunk_size
+        self.alphabet = alphabet or loaded.alphabet
+        log_path = Path(log_dir) / "indexing_corrections.jsonl" if log_dir else None
+        self.guard = IndexingGuard(self.alphabet, log_path)
+
+    # ------------------------------------------------------------------ batching
+    def _batches(self, pieces: list[_Piece]) -> Iterator[list[_Piece]]:
+        pieces = sorted(pieces, key=lambda p: len(p.seq), reverse=True)
+        batch: list[_Piece] = []
+        for p in pieces:
+            width = len(batch[0].seq) + 2 if batch else len(p.seq) + 2
+            if batch and width * (len(batch) + 1) > self.toks_per_batch:
+                yield batch
+                batch = []
+            batch.append(p)
+        if batch:
+            yield batch
+
+    def forward_batch(self, seqs: list[str], ids: list[str]) -> list[dict[int, np.ndarray]]:
+        """States [len(seq), H] per sequence and layer, checked by the indexing guard."""
+        tokens, mask = self.alphabet.batch(seqs)
+        device = self.loaded.device
+        with torch.inference_mode():
+            out = self.loaded.run_layers(tokens.to(device), mask.to(device), self.layers)
+            host = {layer: t.float().cpu().numpy() for layer, t in out.items()}
+        rows = tokens.tolist()
+        results = []
+        for r, (seq, pid) in enumerate(zip(seqs, ids, strict=True)):
+            off = self.guard.residue_offset(rows[r], seq, pid)
+            results.append({layer: host[layer][r, off : off + len(seq)] for layer in self.layers})
+        return results
+
+    # ------------------------------------------------------------------ public
+    def iter_residue_states(
+        self,
+        proteins: Iterable[Protein],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
+        """Yield (protein, {layer: float32 [L, H]}) for every protein, chunk by chunk."""
+        it = iter(proteins)
+        while chunk := list(islice(it, self.chunk_size)):
+            yield from self._embed_chunk(chunk, progress)
+
+    def _embed_chunk(self, chunk: list[Protein], progress) -> Iterator:
+        pieces = []
+        n_tiles = {}
+        for key, prot in enumerate(chunk):
+            if not prot.sequence:
+                from .errors import InputError
+
+                raise InputError(f"protein {prot.id!r} has no residues; remove it from the input")
+            starts = tile_starts(len(prot.sequence), self.window, self.overlap)
+            n_tiles[key] = len(starts)
+            for s in starts:
+                pieces.append(_Piece(key, s, prot.sequence[s : s + self.window]))
+        partial: dict[int, dict[int, dict[int, np.ndarray]]] = {}
+        for batch in self._batches(pieces):
+            states = self.forward_batch(
+                [p.seq for p in batch], [chunk[p.key].id for p in batch]
+            )
+            for piece, st in zip(batch, states, strict=True):
+                prot = chunk[piece.key]
+                if n_tiles[piece.key] == 1:
+                    if progress:
+                        progress(1, len(prot.sequence))
+                    yield prot, st
+                    continue
+                tiles = partial.setdefault(piece.key, {})
+                tiles[piece.start] = st
+                if len(tiles) == n_tiles[piece.key]:
+                    del partial[piece.key]
+                    merged = {
+                        layer: stitch(len(prot.sequence), {s: t[layer] for s, t in tiles.items()},
+                                      self.window)
+                        for layer in self.layers
+                    }
+                    if progress:
+                        progress(1, len(prot.sequence))
+                    yield prot, merged
+
+
+# ---------------------------------------------------------------------- the `embed` stage
+
+
+def open_store(cfg, loaded: LoadedModel):
+    from .store import EmbeddingStore
+
+    return EmbeddingStore(cfg.out / "embeddings", loaded.fingerprint, cfg.embed.residue_dtype)
+
+
+def make_embedder(cfg, loaded: LoadedModel, layers: list[int]) -> Embedder:
+    return Embedder(
+        loaded, layers, toks_per_batch=cfg.embed.toks_per_batch, window=cfg.embed.window,
+        tile_overlap=cfg.embed.tile_overlap, log_dir=cfg.out / "logs",
+    )
+
+
+def embed_into_store(
+    cfg, loaded: LoadedModel, proteins: list[Protein], layers: list[int], store,
+    progress: Callable[[int, int], None] | None = None, force: bool = False,
+) -> int:
+    """Embed what the store lacks, writing a shard every `shard_proteins`; returns how many."""
+    todo = proteins if force else store.missing(proteins, layers, cfg.embed.per_residue)
+    if not todo:
+        return 0
+    embedder = make_embedder(cfg, loaded, layers)
+    pending: list = []
+    for item in embedder.iter_residue_states(todo, progress):
+        pending.append(item)
+        if len(pending) >= cfg.embed.shard_proteins:
+            store.write_shard(pending, cfg.embed.per_residue)
+            pending = []
+    if pending:
+        store.write_shard(pending, cfg.embed.per_residue)
+    return len(todo)
+
+
+def run_embed(ctx, shard: tuple[int, int] | None = None, force: bool = False) -> dict:
+    """The `embed` verb: every protein of the dataset at every tapped layer, into the store.
+
+    `shard=(i, n)` embeds only proteins i, i+n, i+2n, … (one SLURM array task).
+    """
+    from .ui import progress_bar
+
+    proteins = ctx.dataset.proteins
+    if shard is not None:
+        i, n = shard
+        proteins = proteins[i::n]
+    todo = proteins if force else ctx.store.missing(proteins, ctx.layers, ctx.cfg.embed.per_residue)
+    with progress_bar(len(todo), "embed") as advance:
+        done = ctx.ensure_embeddings(todo, progress=advance, force=force)
+    summary = {
+        "model": ctx.model_name, "fingerprint": ctx.loaded.fingerprint, "layers": ctx.layers,
+        "proteins": len(proteins), "embedded_now": done, "reused": len(proteins) - done,
+        "indexing_corrections": make_embedder_guard_count(ctx),
+        "store": str(ctx.store.root),
+    }
+    log.info("embed summary: %s", summary)
+    return summary
+
+
+def make_embedder_guard_count(ctx) -> int:
+    path = ctx.out / "logs" / "indexing_corrections.jsonl"
+    return sum(1 for _ in path.open()) if path.exists() else 0
