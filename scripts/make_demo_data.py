@@ -89,12 +89,18 @@ def c2h2_fingers(csv_path: Path) -> tuple[dict[str, str], dict[str, list[tuple[i
     header = lines[0].split(" ")
     sequences: dict[str, str] = {}
     by_window: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-    stats = {"rows": 0, "duplicate_register_rows": 0, "offsets": defaultdict(int)}
+    stats = {
+        "rows": 0,
+        "duplicate_register_rows": 0,
+        "offsets": defaultdict(int),
+        "indices": defaultdict(set),
+    }
     for line in lines[1:]:
         row = dict(zip(header, line.split(" "), strict=True))
         stats["rows"] += 1
         acc, seq, finger = row["prot_name_id"], row["prot_seq"], row["regular_expression"]
         window = int(row["zf_indx_start"])
+        stats["indices"][acc].add(int(row["zf_index"]))
         assert sequences.setdefault(acc, seq) == seq, f"{acc}: sequence differs between rows"
         assert seq[window : int(row["zf_indx_end"])] == row["zf_seq"], f"{acc}: zf_seq mismatch"
         assert C2H2_WHOLE.fullmatch(finger), f"{acc}: {finger} does not match the C2H2 regex"
@@ -119,8 +125,10 @@ def c2h2_fingers(csv_path: Path) -> tuple[dict[str, str], dict[str, list[tuple[i
 
 
 def length_stats(lengths: list[int]) -> str:
-    return (f"n={len(lengths)}, min {min(lengths)}, median {statistics.median(lengths):g}, "
-            f"mean {statistics.mean(lengths):.1f}, max {max(lengths)}")
+    return (
+        f"n={len(lengths)}, min {min(lengths)}, median {statistics.median(lengths):g}, "
+        f"mean {statistics.mean(lengths):.1f}, max {max(lengths)}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -135,16 +143,36 @@ def make_demo(src: Path, out: Path, rng: random.Random) -> dict:
     assert len(short) >= N_POSITIVES, "not enough short zinc-finger proteins"
     chosen = sorted(rng.sample(short, N_POSITIVES))
 
+    added: list[tuple[str, int, int]] = []
     with (out / "zinc_fingers.jsonl").open("w") as fh:
         for acc in chosen:
             seq = sequences[acc]
+            spans = [(s, e, "zf_data_df.csv") for s, e in fingers[acc]]
+            # The CSV skips some finger indices (rows dropped upstream), leaving canonical fingers
+            # unlabelled inside positives. Add PS00028 matches that overlap no CSV finger.
+            for m in re.finditer(f"(?=({PS00028.pattern}))", seq):
+                start, end = m.start() + 1, m.start() + len(m.group(1))
+                if all(end < s or start > e for s, e, _ in spans):
+                    spans.append((start, end, "PS00028"))
+                    added.append((acc, start, end))
+            spans.sort()
             anns = []
-            for start, end in fingers[acc]:
+            for (start, end, source), nxt in zip(spans, spans[1:] + [None], strict=True):
                 assert C2H2_WHOLE.fullmatch(seq[start - 1 : end]), (acc, start, end)
-                anns.append({"motif_id": "C2H2", "start": start, "end": end,
-                             "name": "C2H2_zinc_finger"})
-            fh.write(json.dumps({"accession": acc, "sequence": seq,
-                                 "ground_truth_annotations": anns}) + "\n")
+                assert nxt is None or nxt[0] > end, (acc, start, end, nxt)
+                anns.append(
+                    {
+                        "motif_id": "C2H2",
+                        "start": start,
+                        "end": end,
+                        "name": "C2H2_zinc_finger",
+                        "source": source,
+                    }
+                )
+            fh.write(
+                json.dumps({"accession": acc, "sequence": seq, "ground_truth_annotations": anns})
+                + "\n"
+            )
 
     negatives_all = read_simple_fasta(src / "esm-dbp" / "UniSwiss-Tr-nega.fasta")
     ps_hits = sorted(a for a, s in negatives_all.items() if PS00028.search(s))
@@ -153,8 +181,10 @@ def make_demo(src: Path, out: Path, rng: random.Random) -> dict:
     pairs = []
     for acc in chosen:  # each positive takes the unused negative of closest length
         target = len(sequences[acc])
-        best = min((a for a in pool if a not in used),
-                   key=lambda a: (abs(len(pool[a]) - target), len(pool[a]), a))
+        best = min(
+            (a for a in pool if a not in used),
+            key=lambda a: (abs(len(pool[a]) - target), len(pool[a]), a),
+        )
         used.add(best)
         pairs.append((acc, best))
     with (out / "negatives.fasta").open("w") as fh:
@@ -163,8 +193,12 @@ def make_demo(src: Path, out: Path, rng: random.Random) -> dict:
 
     pos_len = [len(sequences[a]) for a in chosen]
     neg_len = [len(pool[n]) for _, n in pairs]
-    n_fingers = [len(fingers[a]) for a in chosen]
+    n_fingers = [len(fingers[a]) + sum(1 for x in added if x[0] == a) for a in chosen]
     finger_len = [e - s + 1 for a in chosen for s, e in fingers[a]]
+    finger_len += [e - s + 1 for _, s, e in added]
+    skipped = {
+        a: sorted(set(range(1, max(stats["indices"][a]) + 1)) - stats["indices"][a]) for a in chosen
+    }
     diffs = [abs(len(sequences[p]) - len(pool[n])) for p, n in pairs]
     nonstd = sorted(n for _, n in pairs if set(pool[n]) - set("ACDEFGHIKLMNPQRSTVWY"))
     summary = {
@@ -173,11 +207,15 @@ def make_demo(src: Path, out: Path, rng: random.Random) -> dict:
         "fingers_per_protein": length_stats(n_fingers),
         "finger_lengths": length_stats(finger_len),
         "total_fingers": sum(n_fingers),
+        "csv_fingers": sum(len(fingers[a]) for a in chosen),
+        "added_ps00028": added,
+        "proteins_with_skipped_indices": sum(1 for v in skipped.values() if v),
+        "skipped_indices": sum(len(v) for v in skipped.values()),
         "max_length_difference": max(diffs),
         "mean_length_difference": statistics.mean(diffs),
         "ps00028_dropped": ps_hits,
         "negatives_with_nonstandard_residues": nonstd,
-        "csv": stats,
+        "csv": {k: v for k, v in stats.items() if k != "indices"},
     }
     shutil.copyfile(src / "esm-dbp" / "LICENSE.MIT", out / "LICENSE.esm-dbp.MIT")
     (out / "PROVENANCE.md").write_text(demo_provenance(summary))
@@ -209,10 +247,17 @@ model by domain-adaptive pretraining on DNA-binding protein". License: MIT, copi
 - {s["csv"]["duplicate_register_rows"]} fingers are listed twice in the CSV (same window, two
   registers of the first cysteine, e.g. `CICPLC...` read as C-x4-C and as C-x2-C); one span is
   kept, the register 4 residues before the window.
+- The CSV skips some finger indices (`zf_index` gaps: {s["skipped_indices"]} missing rows in
+  {s["proteins_with_skipped_indices"]} of the chosen proteins), which leaves real fingers
+  unlabelled inside positives. {len(s["added_ps00028"])} matches of PROSITE PS00028 (as the regex
+  below) overlap no CSV finger: they are added as spans with `"source": "PS00028"`
+  ({len({a for a, _, _ in s["added_ps00028"]})} proteins); the {s["csv_fingers"]} CSV spans
+  carry `"source": "zf_data_df.csv"`. Fingers skipped by the CSV that do not match PS00028
+  stay unlabelled.
 - {s["total_fingers"]} fingers in all; per protein: {s["fingers_per_protein"]}; finger lengths:
   {s["finger_lengths"]}.
 - Record format: `{{"accession", "sequence", "ground_truth_annotations": [{{"motif_id": "C2H2",
-  "start", "end", "name": "C2H2_zinc_finger"}}]}}`.
+  "start", "end", "name": "C2H2_zinc_finger", "source"}}]}}`; spans never overlap.
 
 ## `negatives.fasta` — {N_POSITIVES} length-matched negatives
 - From `UniSwiss-Tr-nega.fasta` (4,500 Swiss-Prot non-DNA-binding proteins). Sequences matching
@@ -299,8 +344,9 @@ def make_library(src: Path, out: Path, rng: random.Random) -> dict:
     }
 
     # Pfam seed: byte-for-byte copy.
-    shutil.copyfile(src / "kzfp_annotation" / "zf-C2H2_PF00096_seed.sto",
-                    out / "zf_c2h2_pfam_seed.sto")
+    shutil.copyfile(
+        src / "kzfp_annotation" / "zf-C2H2_PF00096_seed.sto", out / "zf_c2h2_pfam_seed.sto"
+    )
 
     # UniProt entries: byte-for-byte entries, duplicates (same first accession) dropped.
     text = (src / "uniprot-core" / "entryIT_swissprot_trembl.dat").read_text()
@@ -320,8 +366,9 @@ def make_library(src: Path, out: Path, rng: random.Random) -> dict:
     shutil.copyfile(src / "esm-dbp" / "LICENSE.MIT", lic / "LICENSE.esm-dbp.MIT")
     shutil.copyfile(src / "tmbed" / "LICENSE.Apache-2.0", lic / "LICENSE.tmbed.Apache-2.0")
     shutil.copyfile(src / "kzfp_annotation" / "LICENSE.MIT", lic / "LICENSE.kzfp_annotation.MIT")
-    shutil.copyfile(src / "uniprot-core" / "LICENSE.Apache-2.0",
-                    lic / "LICENSE.uniprot-core.Apache-2.0")
+    shutil.copyfile(
+        src / "uniprot-core" / "LICENSE.Apache-2.0", lic / "LICENSE.uniprot-core.Apache-2.0"
+    )
     (out / "PROVENANCE.md").write_text(library_provenance(summary))
     return summary
 
@@ -334,7 +381,7 @@ def library_provenance(s: dict) -> str:
 
 Regenerate (seed {SEED}): `python scripts/make_demo_data.py --source <workspace>/shared/data`
 
-{UNIPROT_CREDIT} PDNA chains come from PDB entries (public domain).
+{UNIPROT_CREDIT} PDNA chains are PDB entries (PDB data: CC0).
 
 ## `tmbed_train.txt`, `tmbed_test.txt` — TM helix, TM beta strand, signal peptide
 From {TMBED}, `data/cv/cv_00_a.fasta` (1,307 records). License: `LICENSE.tmbed.Apache-2.0`.
@@ -369,8 +416,9 @@ repository is MIT (`LICENSE.kzfp_annotation.MIT`).
 ## `uniprot_entries.dat` — {u["kept"]} UniProt flat-file entries
 From {UNIPROT_CORE}: the `.dat`/`.txl` files of `ff-parser/src/test/resources/entryIT/`,
 concatenated ({u["entries"]} entries). Each entry is copied unchanged; {len(u["dropped"])} entries
-whose first accession repeats an earlier one (the same protein as `.dat` and `.txl`:
-{", ".join(u["dropped"])}) are dropped so that accessions are unique; the first copy is kept.
+whose first accession repeats an earlier one (the same protein twice, e.g. from its `.dat`
+and `.txl` files: {", ".join(u["dropped"])}) are dropped so that accessions are unique; the
+first copy is kept.
 License: `LICENSE.uniprot-core.Apache-2.0`. Feature tables with DOMAIN, TRANSMEM, SIGNAL,
 ZN_FING, ...; read with `esm_tcav.sequences.read_uniprot_dat`.
 """
@@ -396,7 +444,8 @@ def make_fixtures(src: Path, data: Path, out: Path) -> None:
             picked[cls] = rec
     order = ["tm_helix", "signal_peptide", "tm_beta", "globular"]
     (out / "tmbed_4.txt").write_text(
-        "".join(f"{h}\n{s}\n{lab}\n" for h, s, lab in (picked[c] for c in order)))
+        "".join(f"{h}\n{s}\n{lab}\n" for h, s, lab in (picked[c] for c in order))
+    )
 
     seqs = read_simple_fasta(src / "esm-dbp" / "PDNA-41_sequence.fasta")
     labels = read_label_fasta(src / "esm-dbp" / "PDNA-41_label.fasta")
@@ -428,8 +477,12 @@ def make_fixtures(src: Path, data: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="folder with esm-dbp/, tmbed/, kzfp_annotation/, uniprot-core/")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT.parent / "shared" / "data",
+        help="folder with esm-dbp/, tmbed/, kzfp_annotation/, uniprot-core/",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "data")
     parser.add_argument("--fixtures", type=Path, default=ROOT / "tests" / "data")
     args = parser.parse_args()
@@ -438,8 +491,12 @@ def main() -> None:
     library = make_library(args.source, args.out / "library", random.Random(SEED + 1))
     make_fixtures(args.source, args.out, args.fixtures)
 
-    total = sum(p.stat().st_size for d in ("demo", "library")
-                for p in (args.out / d).rglob("*") if p.is_file())
+    total = sum(
+        p.stat().st_size
+        for d in ("demo", "library")
+        for p in (args.out / d).rglob("*")
+        if p.is_file()
+    )
     assert total < DATA_BUDGET_BYTES, f"data/ slices are {total} bytes, over budget"
     print(json.dumps({"demo": demo, "library": library, "bytes": total}, indent=1, default=str))
 

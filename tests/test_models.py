@@ -93,7 +93,8 @@ def test_tiling_equals_untiled_when_protein_fits(tiny_hf_folder, tiny_registry):
 def test_tile_starts_and_stitch_pick_the_central_tile():
     assert tile_starts(10, 20, 5) == [0]
     starts = tile_starts(100, 40, 10)
-    assert starts[0] == 0 and starts[-1] == 60 and all(b - a <= 30 for a, b in zip(starts, starts[1:]))
+    assert starts[0] == 0 and starts[-1] == 60
+    assert all(b - a <= 30 for a, b in zip(starts, starts[1:], strict=False))
     tiles = {s: np.full((40, 1), s, dtype=np.float32) for s in starts}
     merged = stitch(100, tiles, 40)
     # residue 35 (0-based) sits at offset 35 of tile 0 and offset 5 of tile 30: tile 30 wins
@@ -106,7 +107,8 @@ def test_guardrail_corrects_tokenizer_without_bos(tiny_hf_folder, tiny_registry,
     emb = Embedder(m, [3], log_dir=tmp_path, alphabet=no_bos)
     out = list(emb.iter_residue_states(proteins()))
     assert all(s[3].shape[0] == len(p.sequence) for p, s in out)
-    lines = [json.loads(x) for x in (tmp_path / "indexing_corrections.jsonl").read_text().splitlines()]
+    log_file = tmp_path / "indexing_corrections.jsonl"
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
     assert len(lines) == len(SEQS)
     assert {ln["actual_offset"] for ln in lines} == {0}
     ok = Embedder(m, [3], log_dir=tmp_path / "ok")

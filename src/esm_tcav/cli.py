@@ -170,8 +170,9 @@ def slurm(config: ConfigArg, set_: SetOpt = None,
     from .slurm import run_slurm
 
     cfg = load_config(config, _overrides(set_))
-    _print(run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
-                     only_failed=only_failed))
+    result = run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
+                       only_failed=only_failed)
+    _print(result.pop("text") if dry_run else result)
 
 
 @app.command()

@@ -49,6 +49,9 @@ class DataSection(_Section):
     negatives: str
     negatives_format: Literal["auto", "fasta", "jsonl", "tmbed", "uniprot"] = "auto"
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)
+    test_positives: str | None = None
+    test_negatives: str | None = None
 
 
 class TrainSection(_Section):

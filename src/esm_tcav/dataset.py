@@ -42,10 +42,13 @@ class Dataset:
     def split_record(self) -> dict:
         train_pos, train_neg = self.part("train")
         test_pos, test_neg = self.part("test")
+        def ids(ps: list[Protein]) -> list[str]:
+            return [p.id for p in ps]
+
         return {
             "concept": self.concept,
-            "train": {"positives": [p.id for p in train_pos], "negatives": [p.id for p in train_neg]},
-            "test": {"positives": [p.id for p in test_pos], "negatives": [p.id for p in test_neg]},
+            "train": {"positives": ids(train_pos), "negatives": ids(train_neg)},
+            "test": {"positives": ids(test_pos), "negatives": ids(test_neg)},
         }
 
 
@@ -57,18 +60,36 @@ def split_by_protein(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.permutation(ordered)[:n_test].tolist())
 
 
+def _concept_only(proteins: list[Protein], names: list[str] | None) -> list[Protein]:
+    if not names:
+        return proteins
+    wanted = set(names)
+    return [Protein(p.id, p.sequence, tuple(s for s in p.spans if s.name in wanted))
+            for p in proteins]
+
+
 def load_dataset(cfg: Config) -> Dataset:
     d = cfg.data
     positives = read_proteins(cfg.path(d.positives), d.positives_format)
     negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
     if d.spans_file:
         positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
-    if d.span_names:
-        wanted = set(d.span_names)
-        positives = [
-            Protein(p.id, p.sequence, tuple(s for s in p.spans if s.name in wanted))
-            for p in positives
-        ]
+    positives = _concept_only(positives, d.span_names)
+    fixed_test: set[str] | None = None
+    if d.test_positives or d.test_negatives:
+        if not (d.test_positives and d.test_negatives):
+            raise InputError("data.test_positives and data.test_negatives go together; give both")
+        test_pos = _concept_only(read_proteins(cfg.path(d.test_positives), d.positives_format),
+                                 d.span_names)
+        test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
+        fixed_test = {p.id for p in test_pos + test_neg}
+        known = {p.id for p in positives + negatives}
+        if fixed_test & known:
+            raise InputError(
+                f"{cfg.path(d.test_positives)}: record {sorted(fixed_test & known)[0]!r} is in "
+                "both the training and the test files; remove it from one"
+            )
+        positives, negatives = positives + test_pos, negatives + test_neg
     both = {p.id for p in positives} & {p.id for p in negatives}
     if both:
         raise InputError(
@@ -84,8 +105,11 @@ def load_dataset(cfg: Config) -> Dataset:
         missing = [p.id for p in positives if not p.spans]
         log.warning("%d positives have no concept span (e.g. %s); they count as whole-protein "
                     "positives only", len(missing), missing[0])
-    test_ids = split_by_protein([p.id for p in positives], d.test_fraction, cfg.seed) | \
-        split_by_protein([p.id for p in negatives], d.test_fraction, cfg.seed + 1)
+    if fixed_test is not None:
+        test_ids = fixed_test
+    else:
+        test_ids = split_by_protein([p.id for p in positives], d.test_fraction, cfg.seed) | \
+            split_by_protein([p.id for p in negatives], d.test_fraction, cfg.seed + 1)
     return Dataset(d.concept, positives, negatives, test_ids)
 
 

@@ -268,8 +268,8 @@ def load_fair_esm_pt(path: Path, spec: ModelSpec | None = None, device: str = "c
     if has_lm and "lm_head.decoder.weight" not in state:
         state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith(("position_ids", "inv_freq", "pooler.dense.weight",
-                                                     "pooler.dense.bias"))
+    optional = ("position_ids", "inv_freq", "pooler.dense.weight", "pooler.dense.bias")
+    missing = [m for m in missing if not m.endswith(optional)
                and "contact_head" not in m and "position_embeddings" not in m]
     if missing or unexpected:
         raise ModelMismatchError(
@@ -320,7 +320,9 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16,
                 "float16": torch.float16}[name]
     except KeyError as exc:
-        raise ConfigError(f"dtype {name!r} unknown; use auto, float32, bfloat16 or float16") from exc
+        raise ConfigError(
+            f"dtype {name!r} unknown; use auto, float32, bfloat16 or float16"
+        ) from exc
 
 
 def load_model(name: str | None = None, path: str | Path | None = None, *,

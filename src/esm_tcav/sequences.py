@@ -51,9 +51,7 @@ ESM2_ALPHABET = STANDARD_AMINO_ACIDS | NONSTANDARD_RESIDUES
 _GAPS = frozenset("-.")
 # Characters a raw sequence line may hold before normalization (checked line by line so that an
 # error can name the line of the offending character).
-_RAW_OK = (
-    ESM2_ALPHABET | {c.lower() for c in ESM2_ALPHABET} | _GAPS | {"*"} | set(" \t\r\n\f\v")
-)
+_RAW_OK = ESM2_ALPHABET | {c.lower() for c in ESM2_ALPHABET} | _GAPS | {"*"} | set(" \t\r\n\f\v")
 
 #: TMbed per-residue label -> span name (1, 2 and U are not spans).
 TMBED_SPAN_NAMES: dict[str, str] = {
@@ -86,14 +84,19 @@ class Span:
         for key in ("start", "end"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(f"span {self.name!r}: {key} {value!r} is not an integer; "
-                                 "give 1-based integer coordinates")
+                raise InputError(
+                    f"span {self.name!r}: {key} {value!r} is not an integer; "
+                    "give 1-based integer coordinates"
+                )
         if self.start < 1:
-            raise InputError(f"span {self.name!r} {self.start}-{self.end}: start is below 1; "
-                             "coordinates are 1-based inclusive")
+            raise InputError(
+                f"span {self.name!r} {self.start}-{self.end}: start is below 1; "
+                "coordinates are 1-based inclusive"
+            )
         if self.start > self.end:
-            raise InputError(f"span {self.name!r} {self.start}-{self.end}: start > end; "
-                             "swap start and end")
+            raise InputError(
+                f"span {self.name!r} {self.start}-{self.end}: start > end; swap start and end"
+            )
 
     @property
     def length(self) -> int:
@@ -199,7 +202,9 @@ def _read_lines(path: str | Path) -> list[str]:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
-            _fail(p, None, None, f"is not a valid gzip file ({exc})", "decompress it or re-create it")
+            _fail(
+                p, None, None, f"is not a valid gzip file ({exc})", "decompress it or re-create it"
+            )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -221,8 +226,9 @@ def _clean(raw: str, where: str, has_coordinates: bool = False) -> str:
     """Normalize a record's sequence, logging each change; refuse gaps when spans refer to it."""
     if has_coordinates and any(c in _GAPS for c in raw):
         raise InputError(
-            f"{where}: the sequence contains alignment gaps ('-' or '.') but the record has residue "
-            "coordinates, so they would be ambiguous; remove the gaps and renumber the coordinates"
+            f"{where}: the sequence contains alignment gaps ('-' or '.') but the record has "
+            "residue coordinates, so they would be ambiguous; remove the gaps and renumber the "
+            "coordinates"
         )
     sequence, notes = normalize_sequence(raw, where)
     for note in notes:
@@ -239,15 +245,29 @@ def _check_span(
     length: int | None,
 ) -> None:
     if start < 1:
-        _fail(path, line, record, f"span {start}-{end} starts below 1",
-              "coordinates are 1-based inclusive; add 1 to 0-based starts")
+        _fail(
+            path,
+            line,
+            record,
+            f"span {start}-{end} starts below 1",
+            "coordinates are 1-based inclusive; add 1 to 0-based starts",
+        )
     if start > end:
-        _fail(path, line, record, f"span {start}-{end} is reversed (start > end)",
-              "swap start and end")
+        _fail(
+            path,
+            line,
+            record,
+            f"span {start}-{end} is reversed (start > end)",
+            "swap start and end",
+        )
     if length is not None and end > length:
-        _fail(path, line, record,
-              f"span {start}-{end} ends past the sequence end (length {length})",
-              "check that coordinates are 1-based inclusive and refer to this sequence")
+        _fail(
+            path,
+            line,
+            record,
+            f"span {start}-{end} ends past the sequence end (length {length})",
+            "check that coordinates are 1-based inclusive and refer to this sequence",
+        )
 
 
 def spans_from_positions(positions: Iterable[int], name: str) -> list[Span]:
@@ -347,22 +367,42 @@ def _fasta_records(path: str | Path, lines: Sequence[str]) -> list[tuple[str, in
                 records.append((current[0], current[1], "".join(parts)))
             pid = _fasta_id(line[1:])
             if not pid:
-                _fail(path, number, None, "header has no record ID",
-                      "write '>ID description' with the ID right after '>'")
+                _fail(
+                    path,
+                    number,
+                    None,
+                    "header has no record ID",
+                    "write '>ID description' with the ID right after '>'",
+                )
             if pid in seen:
-                _fail(path, number, pid, f"duplicate record ID (first at line {seen[pid]})",
-                      "give every record a unique ID")
+                _fail(
+                    path,
+                    number,
+                    pid,
+                    f"duplicate record ID (first at line {seen[pid]})",
+                    "give every record a unique ID",
+                )
             seen[pid] = number
             current = (pid, number)
             parts = []
             continue
         if current is None:
-            _fail(path, number, None, "sequence line before the first '>' header",
-                  "start each record with a '>ID' header line")
+            _fail(
+                path,
+                number,
+                None,
+                "sequence line before the first '>' header",
+                "start each record with a '>ID' header line",
+            )
         bad = _first_bad_char(line)
         if bad is not None:
-            _fail(path, number, current[0], f"character {bad!r} is not in the ESM-2 alphabet",
-                  _FIX_BAD_CHAR)
+            _fail(
+                path,
+                number,
+                current[0],
+                f"character {bad!r} is not in the ESM-2 alphabet",
+                _FIX_BAD_CHAR,
+            )
         parts.append(line)
     if current is not None:
         records.append((current[0], current[1], "".join(parts)))
@@ -377,8 +417,13 @@ def read_fasta(path: str | Path) -> list[Protein]:
     proteins = []
     for pid, number, raw in _fasta_records(path, lines):
         if not raw:
-            _fail(path, number, pid, "empty sequence", "add the sequence under the header or "
-                  "remove the record")
+            _fail(
+                path,
+                number,
+                pid,
+                "empty sequence",
+                "add the sequence under the header or remove the record",
+            )
         proteins.append(Protein(pid, _clean(raw, _where(path, number, pid))))
     return proteins
 
@@ -395,8 +440,13 @@ def _int_field(path: str | Path, line: int, record: str, obj: Mapping, key: str,
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        _fail(path, line, record, f"{what}: {key!r} is {value!r}, not an integer",
-              f"give {key!r} as a 1-based integer")
+        _fail(
+            path,
+            line,
+            record,
+            f"{what}: {key!r} is {value!r}, not an integer",
+            f"give {key!r} as a 1-based integer",
+        )
     return value
 
 
@@ -416,54 +466,96 @@ def read_jsonl(path: str | Path) -> list[Protein]:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            _fail(path, number, None, f"malformed JSON ({exc.msg} at column {exc.colno})",
-                  "write one complete JSON object per line")
+            _fail(
+                path,
+                number,
+                None,
+                f"malformed JSON ({exc.msg} at column {exc.colno})",
+                "write one complete JSON object per line",
+            )
         if not isinstance(obj, dict):
-            _fail(path, number, None, "line is not a JSON object",
-                  'write one object per line, e.g. {"accession": "P1", "sequence": "MK..."}')
+            _fail(
+                path,
+                number,
+                None,
+                "line is not a JSON object",
+                'write one object per line, e.g. {"accession": "P1", "sequence": "MK..."}',
+            )
         key = "accession" if "accession" in obj else "id" if "id" in obj else None
         if key is None:
-            _fail(path, number, None, "missing key 'accession'",
-                  "give every record an 'accession' and a 'sequence'")
+            _fail(
+                path,
+                number,
+                None,
+                "missing key 'accession'",
+                "give every record an 'accession' and a 'sequence'",
+            )
         pid = obj[key]
         if not isinstance(pid, str) or not pid.strip():
-            _fail(path, number, None, f"{key!r} is empty or not a string",
-                  "give every record a non-empty text accession")
+            _fail(
+                path,
+                number,
+                None,
+                f"{key!r} is empty or not a string",
+                "give every record a non-empty text accession",
+            )
         pid = pid.strip()
         if pid in seen:
-            _fail(path, number, pid, f"duplicate record ID (first at line {seen[pid]})",
-                  "give every record a unique accession")
+            _fail(
+                path,
+                number,
+                pid,
+                f"duplicate record ID (first at line {seen[pid]})",
+                "give every record a unique accession",
+            )
         seen[pid] = number
         if "sequence" not in obj:
-            _fail(path, number, pid, "missing key 'sequence'",
-                  "give every record a 'sequence' string")
+            _fail(
+                path, number, pid, "missing key 'sequence'", "give every record a 'sequence' string"
+            )
         raw_seq = obj["sequence"]
         if not isinstance(raw_seq, str):
             _fail(path, number, pid, "'sequence' is not a string", "give the sequence as text")
         anns = obj.get("ground_truth_annotations") or []
         if not isinstance(anns, list):
-            _fail(path, number, pid, "'ground_truth_annotations' is not a list",
-                  "give a list of {motif_id, start, end, name} objects")
+            _fail(
+                path,
+                number,
+                pid,
+                "'ground_truth_annotations' is not a list",
+                "give a list of {motif_id, start, end, name} objects",
+            )
         where = _where(path, number, pid)
         if not raw_seq.strip():
             _fail(path, number, pid, "empty sequence", "add the sequence or remove the record")
         bad = _first_bad_char(raw_seq)
         if bad is not None:
-            _fail(path, number, pid, f"character {bad!r} is not in the ESM-2 alphabet",
-                  _FIX_BAD_CHAR)
+            _fail(
+                path, number, pid, f"character {bad!r} is not in the ESM-2 alphabet", _FIX_BAD_CHAR
+            )
         sequence = _clean(raw_seq, where, has_coordinates=bool(anns))
         spans = []
         for index, ann in enumerate(anns, start=1):
             what = f"annotation {index}"
             if not isinstance(ann, dict):
-                _fail(path, number, pid, f"{what} is not a JSON object",
-                      "give {motif_id, start, end, name} objects")
+                _fail(
+                    path,
+                    number,
+                    pid,
+                    f"{what} is not a JSON object",
+                    "give {motif_id, start, end, name} objects",
+                )
             start = _int_field(path, number, pid, ann, "start", what)
             end = _int_field(path, number, pid, ann, "end", what)
             name = ann.get("name") or ann.get("motif_id")
             if not isinstance(name, str) or not name.strip():
-                _fail(path, number, pid, f"{what} has no 'name' or 'motif_id'",
-                      "name the concept the span belongs to")
+                _fail(
+                    path,
+                    number,
+                    pid,
+                    f"{what} has no 'name' or 'motif_id'",
+                    "name the concept the span belongs to",
+                )
             _check_span(path, number, pid, start, end, len(sequence))
             spans.append(Span(start, end, name.strip()))
         proteins.append(Protein(pid, sequence, tuple(spans)))
@@ -493,36 +585,71 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
         fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split(None, 3)
         pid = fields[0]
         if not pid:
-            _fail(path, number, None, "empty accession in the first column",
-                  "write 'accession<TAB>start<TAB>end<TAB>name'")
+            _fail(
+                path,
+                number,
+                None,
+                "empty accession in the first column",
+                "write 'accession<TAB>start<TAB>end<TAB>name'",
+            )
         if len(fields) == 1:
             if pid in span_line:
-                _fail(path, number, pid, f"listed as a whole protein here but with spans at line "
-                      f"{span_line[pid]}", "keep either the whole-protein line or its spans")
+                _fail(
+                    path,
+                    number,
+                    pid,
+                    f"listed as a whole protein here but with spans at line {span_line[pid]}",
+                    "keep either the whole-protein line or its spans",
+                )
             whole.setdefault(pid, number)
             spans.setdefault(pid, [])
             continue
         if len(fields) == 2:
-            _fail(path, number, pid, "a start without an end",
-                  "write 'accession<TAB>start<TAB>end[<TAB>name]' or just the accession")
+            _fail(
+                path,
+                number,
+                pid,
+                "a start without an end",
+                "write 'accession<TAB>start<TAB>end[<TAB>name]' or just the accession",
+            )
         if len(fields) > 4:
-            _fail(path, number, pid, f"{len(fields)} columns (at most 4 expected)",
-                  "write 'accession<TAB>start<TAB>end<TAB>name'")
+            _fail(
+                path,
+                number,
+                pid,
+                f"{len(fields)} columns (at most 4 expected)",
+                "write 'accession<TAB>start<TAB>end<TAB>name'",
+            )
         try:
             start, end = int(fields[1]), int(fields[2])
         except ValueError:
-            _fail(path, number, pid, f"start/end {fields[1]!r}/{fields[2]!r} are not integers",
-                  "give 1-based integer coordinates (comment a header line out with '#')")
+            _fail(
+                path,
+                number,
+                pid,
+                f"start/end {fields[1]!r}/{fields[2]!r} are not integers",
+                "give 1-based integer coordinates (comment a header line out with '#')",
+            )
         if pid in whole:
-            _fail(path, number, pid, f"has spans here but is listed as a whole protein at line "
-                  f"{whole[pid]}", "keep either the whole-protein line or its spans")
+            _fail(
+                path,
+                number,
+                pid,
+                f"has spans here but is listed as a whole protein at line {whole[pid]}",
+                "keep either the whole-protein line or its spans",
+            )
         _check_span(path, number, pid, start, end, None)
         name = fields[3] if len(fields) == 4 else ""
         span_line.setdefault(pid, number)
         spans.setdefault(pid, []).append(Span(start, end, name))
     if not spans:
-        _fail(path, None, None, "no spans or accessions found (only comments or blank lines)",
-              "add one 'accession[<TAB>start<TAB>end[<TAB>name]]' line per example")
+        _fail(
+            path,
+            None,
+            None,
+            "no spans or accessions found (only comments or blank lines)",
+            "add one 'accession[<TAB>start<TAB>end[<TAB>name]]' line per example",
+        )
     return spans
 
 
@@ -542,8 +669,13 @@ def attach_spans(
     by_id = {p.id: p for p in proteins}
     for pid in spans_by_id:
         if pid not in by_id:
-            _fail(where, None, pid, f"is not among the {len(by_id)} sequences",
-                  "check that span-file IDs match the sequence-file IDs")
+            _fail(
+                where,
+                None,
+                pid,
+                f"is not among the {len(by_id)} sequences",
+                "check that span-file IDs match the sequence-file IDs",
+            )
     result = []
     for protein in proteins:
         extra = spans_by_id.get(protein.id)
@@ -590,36 +722,55 @@ def read_tmbed(path: str | Path) -> list[Protein]:
     for i in range(0, len(content), 3):
         number, header = content[i]
         if not header.startswith(">"):
-            _fail(path, number, None, "expected a '>' header line", f"{fix3}; check the record "
-                  "above has exactly three lines")
+            _fail(
+                path,
+                number,
+                None,
+                "expected a '>' header line",
+                f"{fix3}; check the record above has exactly three lines",
+            )
         tokens = header[1:].split()
         pid = tokens[0].split("|")[0] if tokens else ""
         if not pid:
             _fail(path, number, None, "header has no record ID", "write '>ID|...' headers")
         if pid in seen:
-            _fail(path, number, pid, f"duplicate record ID (first at line {seen[pid]})",
-                  "give every record a unique ID")
+            _fail(
+                path,
+                number,
+                pid,
+                f"duplicate record ID (first at line {seen[pid]})",
+                "give every record a unique ID",
+            )
         seen[pid] = number
-        if i + 2 >= len(content) or any(
-            content[i + k][1].startswith(">") for k in (1, 2)
-        ):
+        if i + 2 >= len(content) or any(content[i + k][1].startswith(">") for k in (1, 2)):
             _fail(path, number, pid, "record is incomplete (sequence or label line missing)", fix3)
         seq_no, raw_seq = content[i + 1]
         lab_no, labels = content[i + 2]
         bad = _first_bad_char(raw_seq)
         if bad is not None:
-            _fail(path, seq_no, pid, f"character {bad!r} is not in the ESM-2 alphabet",
-                  _FIX_BAD_CHAR)
+            _fail(
+                path, seq_no, pid, f"character {bad!r} is not in the ESM-2 alphabet", _FIX_BAD_CHAR
+            )
         bad_labels = sorted(set(labels) - _TMBED_LABELS)
         if bad_labels:
-            _fail(path, lab_no, pid, f"label {bad_labels[0]!r} is not a TMbed label",
-                  "use H/h (TM helix), B/b (TM beta), S (signal), 1 (inside), 2 (outside), "
-                  "U (unknown)")
+            _fail(
+                path,
+                lab_no,
+                pid,
+                f"label {bad_labels[0]!r} is not a TMbed label",
+                "use H/h (TM helix), B/b (TM beta), S (signal), 1 (inside), 2 (outside), "
+                "U (unknown)",
+            )
         sequence = _clean(raw_seq, _where(path, seq_no, pid), has_coordinates=True)
         if len(labels) != len(sequence):
-            _fail(path, lab_no, pid,
-                  f"label string has {len(labels)} characters but the sequence has "
-                  f"{len(sequence)} residues", "give exactly one label per residue")
+            _fail(
+                path,
+                lab_no,
+                pid,
+                f"label string has {len(labels)} characters but the sequence has "
+                f"{len(sequence)} residues",
+                "give exactly one label per residue",
+            )
         proteins.append(Protein(pid, sequence, tuple(_label_spans(labels))))
     return proteins
 
@@ -662,22 +813,42 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
         assert entry is not None
         pid = entry["ac"] or entry["name"]
         if not pid:
-            _fail(path, entry["line"], None, "entry has no AC or ID name",
-                  "check the entry is a complete UniProt record")
+            _fail(
+                path,
+                entry["line"],
+                None,
+                "entry has no AC or ID name",
+                "check the entry is a complete UniProt record",
+            )
         if pid in seen:
-            _fail(path, entry["line"], pid, f"duplicate entry (first at line {seen[pid]})",
-                  "keep one copy of each entry")
+            _fail(
+                path,
+                entry["line"],
+                pid,
+                f"duplicate entry (first at line {seen[pid]})",
+                "keep one copy of each entry",
+            )
         seen[pid] = entry["line"]
         if entry["sq_line"] is None or not entry["seq"]:
-            _fail(path, entry["line"], pid, "entry has no sequence (SQ block)",
-                  "use complete UniProt entries with their SQ block")
-        sequence = _clean("".join(entry["seq"]), _where(path, entry["sq_line"], pid),
-                          has_coordinates=True)
+            _fail(
+                path,
+                entry["line"],
+                pid,
+                "entry has no sequence (SQ block)",
+                "use complete UniProt entries with their SQ block",
+            )
+        sequence = _clean(
+            "".join(entry["seq"]), _where(path, entry["sq_line"], pid), has_coordinates=True
+        )
         declared = entry["declared"]
         if declared is not None and declared != len(sequence):
-            _fail(path, entry["sq_line"], pid,
-                  f"sequence has {len(sequence)} residues but the ID line says {declared} AA",
-                  "the entry is truncated or edited; download it again")
+            _fail(
+                path,
+                entry["sq_line"],
+                pid,
+                f"sequence has {len(sequence)} residues but the ID line says {declared} AA",
+                "the entry is truncated or edited; download it again",
+            )
         spans = []
         for number, key, start, end in entry["ft"]:
             _check_span(path, number, pid, start, end, len(sequence))
@@ -690,8 +861,13 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
         code = line[:2]
         if code == "ID":
             if entry is not None:
-                _fail(path, number, entry["ac"] or None, "new ID line before the '//' that ends the "
-                      "previous entry", "end every entry with a '//' line")
+                _fail(
+                    path,
+                    number,
+                    entry["ac"] or None,
+                    "new ID line before the '//' that ends the previous entry",
+                    "end every entry with a '//' line",
+                )
             tokens = line.split()
             declared = re.search(r"(\d+)\s+AA\.", line)
             entry = {
@@ -705,20 +881,35 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             }
             continue
         if entry is None:
-            _fail(path, number, None, "line outside an entry (expected an 'ID' line)",
-                  "give a UniProt text file whose entries start with 'ID' and end with '//'")
+            _fail(
+                path,
+                number,
+                None,
+                "line outside an entry (expected an 'ID' line)",
+                "give a UniProt text file whose entries start with 'ID' and end with '//'",
+            )
         if code == "//":
             finish(number)
             entry = None
         elif entry["sq_line"] is not None:
             if not line.startswith(" "):
-                _fail(path, number, entry["ac"] or None, "unexpected line inside the SQ block",
-                      "end the sequence block with '//'")
+                _fail(
+                    path,
+                    number,
+                    entry["ac"] or None,
+                    "unexpected line inside the SQ block",
+                    "end the sequence block with '//'",
+                )
             bad = _first_bad_char(line)
             if bad is not None:
-                _fail(path, number, entry["ac"] or None, f"character {bad!r} is not in the ESM-2 "
-                      "alphabet", _FIX_BAD_CHAR)
-            entry["seq"].append(line)
+                _fail(
+                    path,
+                    number,
+                    entry["ac"] or None,
+                    f"character {bad!r} is not in the ESM-2 alphabet",
+                    _FIX_BAD_CHAR,
+                )
+            entry["seq"].append("".join(line.split()))  # blocks of 10 are layout, not a change
         elif code == "AC" and not entry["ac"]:
             entry["ac"] = line[5:].split(";")[0].strip()
         elif code == "SQ":
@@ -732,8 +923,12 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
                 continue
             loc = tokens[1]
             # Pre-2019 format: 'FT   KEY   start  end  description'.
-            if (len(tokens) >= 3 and ".." not in loc and _OLD_POSITION.fullmatch(loc)
-                    and _OLD_POSITION.fullmatch(tokens[2])):
+            if (
+                len(tokens) >= 3
+                and ".." not in loc
+                and _OLD_POSITION.fullmatch(loc)
+                and _OLD_POSITION.fullmatch(tokens[2])
+            ):
                 loc = loc if loc == tokens[2] else f"{loc}..{tokens[2]}"
             match = _PLAIN_LOCATION.fullmatch(loc)
             if match is None:
@@ -743,13 +938,19 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             end = int(match.group(2)) if match.group(2) else start
             entry["ft"].append((number, key, start, end))
     if entry is not None:
-        _fail(path, entry["line"], entry["ac"] or entry["name"], "entry is not terminated by '//'",
-              "the file is truncated; end every entry with a '//' line")
+        _fail(
+            path,
+            entry["line"],
+            entry["ac"] or entry["name"],
+            "entry is not terminated by '//'",
+            "the file is truncated; end every entry with a '//' line",
+        )
     if not proteins:
         _fail(path, None, None, "no UniProt entries found", "give a UniProt text (.dat) file")
     if skipped:
-        logger.info("%s: skipped %d feature(s) with uncertain or isoform-specific positions",
-                    path, skipped)
+        logger.info(
+            "%s: skipped %d feature(s) with uncertain or isoform-specific positions", path, skipped
+        )
     return proteins
 
 
@@ -776,39 +977,72 @@ def read_pdna(
         if line.startswith(">"):
             current = _fasta_id(line[1:])
             if not current:
-                _fail(label_fasta, number, None, "header has no record ID",
-                      "write '>ID' headers matching the sequence file")
+                _fail(
+                    label_fasta,
+                    number,
+                    None,
+                    "header has no record ID",
+                    "write '>ID' headers matching the sequence file",
+                )
             if current in positions:
-                _fail(label_fasta, number, current,
-                      f"duplicate record ID (first at line {positions[current][0]})",
-                      "give every record a unique ID")
+                _fail(
+                    label_fasta,
+                    number,
+                    current,
+                    f"duplicate record ID (first at line {positions[current][0]})",
+                    "give every record a unique ID",
+                )
             positions[current] = (number, [])
             continue
         if current is None:
-            _fail(label_fasta, number, None, "residue indices before the first '>' header",
-                  "start each record with a '>ID' header line")
+            _fail(
+                label_fasta,
+                number,
+                None,
+                "residue indices before the first '>' header",
+                "start each record with a '>ID' header line",
+            )
         for token in line.replace(",", " ").split():
             try:
                 positions[current][1].append(int(token))
             except ValueError:
-                _fail(label_fasta, number, current, f"{token!r} is not a residue index",
-                      "list 1-based integer residue indices separated by spaces")
+                _fail(
+                    label_fasta,
+                    number,
+                    current,
+                    f"{token!r} is not a residue index",
+                    "list 1-based integer residue indices separated by spaces",
+                )
     by_id = {p.id: p for p in proteins}
     for pid, (number, _) in positions.items():
         if pid not in by_id:
-            _fail(label_fasta, number, pid, f"is not in {sequence_fasta}",
-                  "pair the label file with its own sequence file")
+            _fail(
+                label_fasta,
+                number,
+                pid,
+                f"is not in {sequence_fasta}",
+                "pair the label file with its own sequence file",
+            )
     result = []
     for protein in proteins:
         if protein.id not in positions:
-            _fail(label_fasta, None, protein.id, f"has no label record (it is in {sequence_fasta})",
-                  "add a '>ID' header with its binding residues to the label file")
+            _fail(
+                label_fasta,
+                None,
+                protein.id,
+                f"has no label record (it is in {sequence_fasta})",
+                "add a '>ID' header with its binding residues to the label file",
+            )
         number, pos = positions[protein.id]
         for p in pos:
             if p < 1 or p > protein.length:
-                _fail(label_fasta, number, protein.id,
-                      f"residue index {p} is outside the sequence (length {protein.length})",
-                      "give 1-based indices into this record's sequence")
+                _fail(
+                    label_fasta,
+                    number,
+                    protein.id,
+                    f"residue index {p} is outside the sequence (length {protein.length})",
+                    "give 1-based indices into this record's sequence",
+                )
         result.append(replace(protein, spans=tuple(spans_from_positions(pos, name))))
     return result
 
@@ -838,8 +1072,13 @@ def _detect_format(path: Path) -> str:
         return "jsonl"
     if suffix in _FASTA_SUFFIXES:
         return "fasta"  # read_fasta names the problem (sequence before the first header)
-    _fail(path, None, None, f"cannot tell the sequence format (first line {first[:30]!r})",
-          "use FASTA, JSONL, TMbed or UniProt .dat, or give the format explicitly")
+    _fail(
+        path,
+        None,
+        None,
+        f"cannot tell the sequence format (first line {first[:30]!r})",
+        "use FASTA, JSONL, TMbed or UniProt .dat, or give the format explicitly",
+    )
 
 
 def read_proteins(path: str | Path, fmt: str = "auto") -> list[Protein]:

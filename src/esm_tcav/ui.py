@@ -30,8 +30,8 @@ def progress_bar(total: int | None, label: str) -> Iterator[Callable[[int, int],
             done["proteins"] += proteins
             done["residues"] += residues
             dt = max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=proteins,
-                       rate=f"{done['proteins'] / dt:.1f} prot/s {done['residues'] / dt:,.0f} res/s")
+            rate = f"{done['proteins'] / dt:.1f} prot/s {done['residues'] / dt:,.0f} res/s"
+            bar.update(task, advance=proteins, rate=rate)
 
         yield advance
     dt = time.perf_counter() - start
