@@ -17,7 +17,7 @@
 # The config is NOT written to /etc/slurm: clients (sbatch, squeue, sinfo, scontrol, ...)
 # must see SLURM_CONF=$ESM_TCAV_SLURM_DIR/slurm.conf in their environment; `start` and `env`
 # print the export line. Munge uses its own socket under the state folder, which is
-# baked into slurm.conf (AuthInfo/CredInfo socket=...), so clients need nothing else.
+# baked into slurm.conf (AuthInfo=socket=...), so clients need nothing else.
 set -euo pipefail
 
 STATE_DIR="${ESM_TCAV_SLURM_DIR:-/tmp/esm-tcav-slurm}"
@@ -64,20 +64,33 @@ cmd_install() {
 }
 
 # ---------------------------------------------------------------- helpers
-pid_alive() {  # pid_alive PIDFILE
-  local pid
+proc_running() {  # proc_running PID -- true if PID exists and is not a zombie
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"          # drop "pid (comm) "; the state letter comes first
+  [[ "${stat:0:1}" != Z ]]
+}
+
+pid_alive() {  # pid_alive PIDFILE -- the daemon named like the pid file is running
+  local pid name
   [[ -s "$1" ]] || return 1
   pid="$(cat "$1")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+  name="$(basename "$1" .pid)"
+  [[ "$pid" =~ ^[0-9]+$ ]] && proc_running "$pid" \
+    && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name"* ]]  # not a recycled pid
 }
 
 node_state() {
   sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1 || true
 }
 
+node_ready() {  # node_ready STATE -- responding (no trailing '*') and schedulable
+  [[ "$1" =~ ^(idle|mixed|allocated|completing)$ ]]
+}
+
 healthy() {
   pid_alive "$MUNGE_PID" && pid_alive "$CTLD_PID" && pid_alive "$SLURMD_PID" \
-    && [[ -f "$CONF" ]] && [[ "$(node_state)" =~ ^(idle|mixed|allocated|completing) ]]
+    && [[ -f "$CONF" ]] && node_ready "$(node_state)"
 }
 
 dump_logs() {
@@ -213,8 +226,8 @@ cmd_start() {
   local state=""
   while (( SECONDS - t0 < TIMEOUT )); do
     state="$(node_state)"
+    node_ready "$state" && break
     case "$state" in
-      idle* | mixed* | allocated* | completing*) break ;;
       down* | drain* | fail*)
         # e.g. left DOWN from an earlier unclean shutdown: ReturnToService=2 usually
         # handles this, but resume explicitly to be safe.
@@ -222,7 +235,7 @@ cmd_start() {
     esac
     sleep 0.5
   done
-  if [[ ! "$state" =~ ^(idle|mixed|allocated|completing) ]]; then
+  if ! node_ready "$state"; then
     dump_logs
     die "node $NODE not idle after ${TIMEOUT}s (state: '${state:-unknown}')"
   fi
@@ -239,11 +252,12 @@ stop_daemon() {  # stop_daemon NAME PIDFILE
   pid="$(cat "$pidfile")"
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
+  # exited daemons may stay zombies until init reaps them: those count as gone
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    proc_running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if proc_running "$pid"; then
     log "$name did not exit after 10s, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.2

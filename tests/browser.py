@@ -362,18 +362,33 @@ def render_html(
     )
 
 
-def _wait_group_gone(pgid: int, seconds: float) -> None:
-    """Give the browser's helper processes (same session/group) time to exit."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def _live_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies (Linux /proc)."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(entry))
+    return live
+
+
+def _wait_group_gone(pgid: int, seconds: float) -> None:
+    """Give the browser's helper processes (its own session/group) time to exit.
+
+    Exited helpers may linger as zombies until the reaper collects them; those are ignored.
+    """
+    end = time.monotonic() + seconds
+    while _live_members(pgid):
+        if time.monotonic() > end:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             return
         time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

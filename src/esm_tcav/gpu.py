@@ -1,0 +1,450 @@
+"""The scan engine: one forward pass per protein, every concept projected on the device.
+
+Why a separate engine from `embed.Embedder`: the embedder brings every tapped layer's states back
+to the host ([L, H] floats per layer); a scan needs only the concept scores ([L, K] floats), so
+the projection runs on the device and the host receives K numbers per residue.
+
+Two forward paths, the same results (checked by the tests against float32 on the CPU):
+
+- **padded**: length-sorted batches filled to a token budget, run through the Hugging Face
+  modules (`LoadedModel.run_layers`, SDPA attention). The default on the CPU.
+- **packed**: no padding at all. The tokens of many proteins are concatenated into one row and
+  attention runs per protein: variable-length flash attention on CUDA
+  (`torch.nn.attention.varlen.varlen_attn`, cumulative sequence lengths), a loop of SDPA calls
+  per protein elsewhere. ESM-2's layer is re-run from the Hugging Face module's own weights
+  (pre-LayerNorm attention with rotary q/k restarting at every protein, pre-LayerNorm GELU MLP,
+  residuals, final LayerNorm after the last layer, embeddings scaled by 0.88 for token dropout).
+  The default on CUDA in bfloat16/float16.
+
+On CUDA, inputs go up from pinned memory with non-blocking copies, the scores come back through
+pinned buffers on a side stream, and the host stitches/thresholds batch n-1 while the device
+computes batch n. The same code runs on the CPU, where those steps are plain copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cav import CAV
+from .embed import stitch, tile_starts
+from .errors import ConfigError, InputError
+from .models import LoadedModel
+from .sequences import Protein
+from .tokens import IndexingGuard
+
+log = logging.getLogger("esm_tcav.gpu")
+
+MODES = ("auto", "padded", "packed")
+
+
+# ---------------------------------------------------------------------- batching
+
+
+def padded_batches(lengths: Sequence[int], toks_per_batch: int) -> list[list[int]]:
+    """Indices grouped longest first so that width x rows stays under the token budget.
+
+    Sorting by length is what keeps padding small: every row of a batch is within a few
+    residues of the longest one. (Same rule as `Embedder`, so timings compare fairly.)
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in order:
+        width = (lengths[batch[0]] if batch else lengths[i]) + 2
+        if batch and width * (len(batch) + 1) > toks_per_batch:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def packed_batches(lengths: Sequence[int], toks_per_batch: int) -> list[list[int]]:
+    """Indices grouped so that the summed tokens (residues + BOS + EOS) fill the budget.
+
+    Packing wastes nothing on padding; sorting still helps the varlen kernel balance its work.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    used = 0
+    for i in order:
+        need = lengths[i] + 2
+        if batch and used + need > toks_per_batch:
+            batches.append(batch)
+            batch, used = [], 0
+        batch.append(i)
+        used += need
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def padding_fraction(lengths: Sequence[int], batches: list[list[int]], packed: bool) -> float:
+    """Share of computed token slots that are padding (0 for packed batches)."""
+    real = sum(lengths[i] + 2 for b in batches for i in b)
+    if packed:
+        return 0.0
+    slots = sum((max(lengths[i] for i in b) + 2) * len(b) for b in batches)
+    return 1.0 - real / slots if slots else 0.0
+
+
+# ---------------------------------------------------------------------- the projection
+
+
+@dataclass
+class Projection:
+    """Every concept as one column of one matrix over the concatenated tapped layers.
+
+    scores[t, k] = concat(states[l][t] for l in layers) @ weight[:, k] + bias[k]; concept k's
+    column is its CAV direction in the block of its own layer and zero elsewhere, so K concepts
+    on any mix of layers cost one matrix product.
+    """
+
+    layers: list[int]
+    weight: torch.Tensor  # [len(layers) * H, K] float32
+    bias: torch.Tensor  # [K] float32
+    names: list[str]
+
+    @classmethod
+    def from_cavs(cls, cavs: Sequence[CAV], hidden_size: int) -> Projection:
+        if not cavs:
+            raise ConfigError("the library has no concepts to scan with")
+        layers = sorted({c.layer for c in cavs})
+        block = {layer: i for i, layer in enumerate(layers)}
+        weight = torch.zeros(len(layers) * hidden_size, len(cavs), dtype=torch.float32)
+        for k, cav in enumerate(cavs):
+            if cav.hidden_size != hidden_size:
+                raise ConfigError(
+                    f"concept {cav.concept!r} has hidden size {cav.hidden_size} but the model has "
+                    f"{hidden_size}; it was trained on another model"
+                )
+            b = block[cav.layer] * hidden_size
+            weight[b : b + hidden_size, k] = torch.from_numpy(
+                np.asarray(cav.direction, dtype=np.float32))
+        bias = torch.tensor([float(c.bias) for c in cavs], dtype=torch.float32)
+        return cls(layers, weight, bias, [c.concept for c in cavs])
+
+    def to(self, device: torch.device | str) -> Projection:
+        return Projection(self.layers, self.weight.to(device), self.bias.to(device), self.names)
+
+    def __call__(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        """[..., K] float32 scores from {layer: [..., H]} states (any leading shape)."""
+        x = torch.cat([states[layer] for layer in self.layers], dim=-1)
+        # float32 product: a bfloat16 output would round scores to 3 significant digits, which
+        # moves residues across thresholds; the product is tiny next to the forward pass
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]).float(), self.weight).reshape(
+            *x.shape[:-1], -1)
+
+
+# ---------------------------------------------------------------------- packed ESM-2 forward
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def varlen_available(device: torch.device) -> bool:
+    """True where PyTorch ships variable-length flash attention (CUDA builds only)."""
+    if device.type != "cuda":
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class PackedEncoder:
+    """ESM-2's encoder on packed rows, from the Hugging Face module's own weights.
+
+    Checked against `EsmModel` on the same weights by the tests (relative error about 1e-5 in
+    float32, about 1e-2 in bfloat16). Attention: varlen flash attention on CUDA, else a loop of
+    SDPA calls, one per protein (varlen_attn raises NotImplementedError on the CPU).
+    """
+
+    def __init__(self, loaded: LoadedModel, attention: str = "auto"):
+        enc = loaded.encoder
+        cfg = enc.config
+        if getattr(cfg, "position_embedding_type", "rotary") != "rotary":
+            raise ConfigError("the packed forward supports rotary ESM-2 models only")
+        if getattr(enc.embeddings, "layer_norm", None) is not None:
+            raise ConfigError("the packed forward does not support emb_layer_norm_before models")
+        self.loaded = loaded
+        self.blocks = list(enc.encoder.layer)
+        self.final_norm = enc.encoder.emb_layer_norm_after
+        self.word_embeddings = enc.embeddings.word_embeddings
+        self.token_dropout = bool(cfg.token_dropout)
+        self.mask_id = int(cfg.mask_token_id) if cfg.mask_token_id is not None else -1
+        self.heads = int(cfg.num_attention_heads)
+        self.head_dim = int(cfg.hidden_size) // self.heads
+        self.inv_freq = enc.rotary_embeddings.inv_freq.detach().float()
+        # one fused q/k/v product per layer instead of three
+        self.qkv = []
+        for block in self.blocks:
+            s = block.attention.self
+            self.qkv.append((torch.cat([s.query.weight, s.key.weight, s.value.weight]).detach(),
+                             torch.cat([s.query.bias, s.key.bias, s.value.bias]).detach()))
+        device = loaded.device
+        if attention == "auto":
+            attention = "varlen" if varlen_available(device) and loaded.dtype in (
+                torch.bfloat16, torch.float16) else "loop"
+        if attention not in ("varlen", "loop"):
+            raise ConfigError(f"attention {attention!r} unknown; use auto, varlen or loop")
+        self.attention = attention
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
+                cu_host: list[int], max_len: int) -> torch.Tensor:
+        """[N, heads, head_dim] attention within each protein of the packed row."""
+        if self.attention == "varlen":
+            from torch.nn.attention.varlen import varlen_attn
+
+            return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
+        out = torch.empty_like(q)
+        for a, b in zip(cu_host[:-1], cu_host[1:], strict=True):
+            qs, ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)[0].transpose(0, 1)
+        return out
+
+    def __call__(self, tokens: torch.Tensor, cu: torch.Tensor, cu_host: list[int],
+                 positions: torch.Tensor, max_len: int, layers: Sequence[int],
+                 ) -> dict[int, torch.Tensor]:
+        """Hidden states [N, H] at `layers` for a packed row of N tokens; stops at the deepest."""
+        dtype = self.word_embeddings.weight.dtype
+        x = self.word_embeddings(tokens)
+        if self.token_dropout:
+            is_mask = tokens == self.mask_id
+            x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
+            lengths = torch.diff(cu).to(torch.float32)
+            seg = torch.repeat_interleave(torch.arange(len(cu_host) - 1, device=x.device),
+                                          torch.diff(cu).long(), output_size=x.shape[0])
+            masked = torch.zeros(len(cu_host) - 1, device=x.device).index_add_(
+                0, seg, is_mask.float())
+            scale = (1 - 0.15 * 0.8) / (1 - masked / lengths)
+            x = (x.float() * scale[seg].unsqueeze(-1)).to(dtype)
+        out = {0: x} if 0 in layers else {}
+        deepest = max(layers)
+        if deepest == 0:
+            return out
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq.to(x.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        # rounded to the model dtype, as the Hugging Face module does
+        cos = emb.cos().to(dtype).unsqueeze(1)
+        sin = emb.sin().to(dtype).unsqueeze(1)
+        n, hidden = x.shape
+        for i, block in enumerate(self.blocks[:deepest], start=1):
+            att = block.attention
+            h = att.LayerNorm(x)
+            w, b = self.qkv[i - 1]
+            q, k, v = F.linear(h, w, b).view(n, 3, self.heads, self.head_dim).unbind(1)
+            q = q * self.head_dim ** -0.5
+            q = ((q.float() * cos) + (_rotate_half(q.float()) * sin)).to(dtype)
+            k = ((k.float() * cos) + (_rotate_half(k.float()) * sin)).to(dtype)
+            a = self._attend(q, k, v.contiguous(), cu, cu_host, max_len)
+            x = att.output.dense(a.reshape(n, hidden)) + x
+            h = block.LayerNorm(x)
+            x = block.output.dense(F.gelu(block.intermediate.dense(h))) + x
+            if i == self.num_layers:
+                x = self.final_norm(x)
+            if i in layers:
+                out[i] = x
+        return out
+
+
+# ---------------------------------------------------------------------- host copies
+
+
+class _Pending:
+    """Scores on their way to the host; `get()` waits only for this batch's copy."""
+
+    def __init__(self, host: torch.Tensor, event=None):
+        self.host = host
+        self.event = event
+
+    def get(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.numpy()
+
+
+class HostCopier:
+    """Device → host copies of the scores into pinned buffers on a side stream.
+
+    Two pinned buffers are reused in turn: batch n's copy overlaps batch n+1's compute, and a
+    buffer is refilled only after the host has read it (the engine reads batch n-1 before it
+    submits batch n+1).
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.ring: list[torch.Tensor | None] = [None, None]
+        self.turn = 0
+
+    def submit(self, scores: torch.Tensor) -> _Pending:
+        if not self.cuda:
+            return _Pending(scores.detach().cpu())
+        slot = self.turn % 2
+        self.turn += 1
+        buf = self.ring[slot]
+        if buf is None or buf.numel() < scores.numel():
+            buf = torch.empty(max(scores.numel(), 1 << 16), dtype=scores.dtype, pin_memory=True)
+            self.ring[slot] = buf
+        dst = buf[: scores.numel()].view(scores.shape)
+        self.stream.wait_stream(torch.cuda.current_stream(scores.device))
+        with torch.cuda.stream(self.stream):
+            dst.copy_(scores, non_blocking=True)
+            scores.record_stream(self.stream)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return _Pending(dst, event)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class _Piece:
+    index: int  # position of the protein in the chunk
+    start: int  # 0-based first residue of the tile
+    seq: str
+    pid: str
+
+
+class ScanEngine:
+    """Per-residue scores [L, K] of every concept for a list of proteins, tiles stitched.
+
+    `score(proteins)` yields (index, scores) as batches finish, in any order; the caller puts
+    them back in input order. Only the tapped layers up to the deepest concept's are computed.
+    """
+
+    def __init__(self, loaded: LoadedModel, projection: Projection, toks_per_batch: int = 8192,
+                 window: int | None = None, tile_overlap: int = 256, mode: str = "auto",
+                 attention: str = "auto", log_dir: Path | None = None):
+        if mode not in MODES:
+            raise ConfigError(f"scan engine {mode!r} unknown; use one of {', '.join(MODES)}")
+        self.loaded = loaded
+        self.device = loaded.device
+        if mode == "auto":
+            mode = "packed" if (self.device.type == "cuda"
+                                and loaded.dtype in (torch.bfloat16, torch.float16)) else "padded"
+        self.mode = mode
+        self.projection = projection.to(self.device)
+        if max(projection.layers) > loaded.num_layers:
+            raise ConfigError(f"concept layer {max(projection.layers)} is deeper than the model "
+                              f"({loaded.num_layers} layers)")
+        self.window = window or loaded.spec.max_residues
+        if not 0 <= tile_overlap < self.window // 2 + 1:
+            raise ConfigError(f"tile overlap {tile_overlap} must be between 0 and half the window")
+        self.overlap = tile_overlap
+        self.toks_per_batch = max(int(toks_per_batch), self.window + 2)
+        self.alphabet = loaded.alphabet
+        log_path = Path(log_dir) / "indexing_corrections.jsonl" if log_dir else None
+        self.guard = IndexingGuard(self.alphabet, log_path)
+        self.packed = PackedEncoder(loaded, attention) if mode == "packed" else None
+        self.copier = HostCopier(self.device)
+        self.stats = {"batches": 0, "token_slots": 0, "tokens": 0}
+
+    @property
+    def num_concepts(self) -> int:
+        return int(self.projection.bias.shape[0])
+
+    # -------------------------------------------------------------- one batch
+    def _launch(self, pieces: list[_Piece]) -> tuple[_Pending, list[int], list[_Piece]]:
+        """Start the forward pass and the score copy of one batch; returns without waiting."""
+        seqs = [p.seq for p in pieces]
+        if self.packed is None:
+            tokens, mask = self.alphabet.batch(seqs)
+            width = tokens.shape[1]
+            rows = tokens.tolist()
+            offsets = [r * width + self.guard.residue_offset(rows[r], s, p.pid)
+                       for r, (s, p) in enumerate(zip(seqs, pieces, strict=True))]
+            out = self.loaded.run_layers(_to_device(tokens, self.device),
+                                         _to_device(mask, self.device), self.projection.layers)
+            scores = self.projection(out).reshape(-1, self.num_concepts)
+            slots = tokens.numel()
+        else:
+            encoded = [self.alphabet.encode(s) for s in seqs]
+            lengths = [len(e) for e in encoded]
+            cu_host = [0, *np.cumsum(lengths).tolist()]
+            offsets = [cu_host[r] + self.guard.residue_offset(e, s, p.pid)
+                       for r, (e, s, p) in enumerate(zip(encoded, seqs, pieces, strict=True))]
+            flat = torch.tensor([t for e in encoded for t in e], dtype=torch.long)
+            positions = torch.cat([torch.arange(n) for n in lengths])
+            cu = torch.tensor(cu_host, dtype=torch.int32)
+            out = self.packed(_to_device(flat, self.device), _to_device(cu, self.device), cu_host,
+                              _to_device(positions, self.device), max(lengths),
+                              self.projection.layers)
+            scores = self.projection(out)
+            slots = flat.numel()
+        self.stats["batches"] += 1
+        self.stats["token_slots"] += slots
+        self.stats["tokens"] += sum(len(s) + 2 for s in seqs)
+        return self.copier.submit(scores), offsets, pieces
+
+    # -------------------------------------------------------------- public
+    def score(self, proteins: Sequence[Protein]) -> Iterator[tuple[int, np.ndarray]]:
+        pieces: list[_Piece] = []
+        n_tiles: dict[int, int] = {}
+        for i, prot in enumerate(proteins):
+            if not prot.sequence:
+                raise InputError(f"protein {prot.id!r} has no residues; remove it from the input")
+            starts = tile_starts(len(prot.sequence), self.window, self.overlap)
+            n_tiles[i] = len(starts)
+            pieces.extend(_Piece(i, s, prot.sequence[s : s + self.window], prot.id)
+                          for s in starts)
+        lengths = [len(p.seq) for p in pieces]
+        group = packed_batches if self.packed is not None else padded_batches
+        partial: dict[int, dict[int, np.ndarray]] = {}
+        pending = None
+        with torch.inference_mode():
+            for batch in group(lengths, self.toks_per_batch):
+                launched = self._launch([pieces[i] for i in batch])
+                if pending is not None:
+                    yield from self._finish(pending, proteins, n_tiles, partial)
+                pending = launched
+            if pending is not None:
+                yield from self._finish(pending, proteins, n_tiles, partial)
+
+    def _finish(self, launched, proteins, n_tiles, partial) -> Iterator[tuple[int, np.ndarray]]:
+        pend, offsets, pieces = launched
+        host = pend.get()
+        for off, piece in zip(offsets, pieces, strict=True):
+            rows = np.array(host[off : off + len(piece.seq)], dtype=np.float32)  # a copy
+            if n_tiles[piece.index] == 1:
+                yield piece.index, rows
+                continue
+            tiles = partial.setdefault(piece.index, {})
+            tiles[piece.start] = rows
+            if len(tiles) == n_tiles[piece.index]:
+                del partial[piece.index]
+                yield piece.index, stitch(len(proteins[piece.index].sequence), tiles, self.window)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """One line naming the accelerator (for summaries and benchmark output)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return f"{p.name} ({math.floor(p.total_memory / 2**30)} GiB)"
+    return f"CPU ({torch.get_num_threads()} threads)"
