@@ -1,0 +1,113 @@
+"""TCAV: directional derivatives checked against finite differences, scores, statistics, stage."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from transformers import EsmModel
+
+from esm_tcav.errors import ConfigError, ModelMismatchError
+from esm_tcav.models import load_model
+from esm_tcav.tcav import (
+    _bh,
+    compare_to_randoms,
+    make_target,
+    summed_gradients,
+    target_kind,
+    target_values,
+    tcav_scores,
+)
+
+from .conftest import tiny_config
+
+SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKVLAC", "ACDEFGHIKLMNPQRSTVWY"]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
+def test_directional_derivative_matches_finite_difference(fixture, request, tiny_registry):
+    m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
+    m.encoder.double()
+    m.head.double()
+    kind = target_kind(m)
+    assert kind == ("sequence_classification" if fixture == "tiny_hf_folder" else "masked_lm")
+    target = make_target(m, kind, 1)
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=32)
+    v /= np.linalg.norm(v)
+    tokens, mask = m.alphabet.batch(SEQS)
+    eps = 1e-4
+    for layer in (0, 1, 2, 3):
+        s = summed_gradients(m, SEQS, layer, target) @ v
+        with torch.no_grad():
+            h = m.run_layers(tokens, mask, [layer])[layer]
+        step = torch.zeros_like(h)
+        for row, seq in enumerate(SEQS):
+            step[row, 1 : 1 + len(seq)] = torch.from_numpy(v)
+        up = target_values(m, SEQS, layer, h + eps * step, target)
+        down = target_values(m, SEQS, layer, h - eps * step, target)
+        fd = ((up - down) / (2 * eps)).numpy()
+        assert np.allclose(s, fd, rtol=1e-5, atol=1e-9), (layer, s, fd)
+        assert np.any(np.abs(s) > 1e-6)
+
+
+def test_batched_gradients_equal_one_by_one(tiny_hf_folder, tiny_registry):
+    m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    target = make_target(m, "sequence_classification", 0)
+    both = summed_gradients(m, SEQS, 2, target)
+    for i, seq in enumerate(SEQS):
+        one = summed_gradients(m, [seq], 2, target)[0]
+        assert np.allclose(both[i], one, atol=1e-5)
+
+
+def test_model_without_head_is_a_clear_error(tmp_path, tiny_registry):
+    torch.manual_seed(0)
+    folder = tmp_path / "bare"
+    EsmModel(tiny_config(), add_pooling_layer=False).save_pretrained(folder)
+    from .conftest import _write_vocab
+
+    _write_vocab(folder)
+    m = load_model("tiny_esm2", folder, registry_file=tiny_registry)
+    with pytest.raises(ModelMismatchError, match="no classification or masked-LM head.*"
+                       "EsmForSequenceClassification"):
+        target_kind(m)
+
+
+def test_target_mismatch_and_class_range(tiny_hf_folder, tiny_registry):
+    m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    with pytest.raises(ConfigError, match="tcav.target is 'masked_lm'"):
+        target_kind(m, "masked_lm")
+    with pytest.raises(ConfigError, match="target_class 5 out of range"):
+        make_target(m, "sequence_classification", 5)
+
+
+def test_tcav_scores_sign_and_magnitude():
+    r = tcav_scores(np.array([1.0, -1.0, 2.0, 0.0]))
+    assert r["score"] == 0.5 and r["n_positive"] == 2
+    assert r["magnitude"] == pytest.approx(3 / 4)
+    assert r["mean_abs_derivative"] == pytest.approx(1.0)
+    assert tcav_scores(np.zeros(3))["magnitude"] == 0.5
+
+
+def test_compare_to_randoms_single_case_t_test():
+    out = compare_to_randoms(0.9, [0.4, 0.5, 0.6])
+    t = 0.4 / (0.1 * math.sqrt(1 + 1 / 3))
+    assert out["t"] == pytest.approx(t)
+    assert out["p"] == pytest.approx(2 * stats.t.sf(t, df=2))
+    assert out["p_empirical"] == pytest.approx(1 / 4)
+    assert out["random_mean"] == pytest.approx(0.5) and out["random_sd"] == pytest.approx(0.1)
+    same = compare_to_randoms(0.5, [0.4, 0.5, 0.6])
+    assert same["p"] == pytest.approx(1.0) and same["p_empirical"] == 1.0
+    flat = compare_to_randoms(1.0, [0.5, 0.5])
+    assert flat["p"] == 0.0 and flat["t"] is None
+    assert compare_to_randoms(1.0, [0.5])["p"] is None
+
+
+def test_bh_across_layers():
+    assert _bh([0.01, 0.04, None]) == [pytest.approx(0.02), pytest.approx(0.04), None]
+
+
+def test_json_of_bh_is_plain_floats():
+    json.dumps(_bh([0.5, 0.2]))
