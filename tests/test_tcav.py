@@ -50,7 +50,11 @@ def test_directional_derivative_matches_finite_difference(fixture, request, tiny
         down = target_values(m, SEQS, layer, h - eps * step, target)
         fd = ((up - down) / (2 * eps)).numpy()
         assert np.allclose(s, fd, rtol=1e-5, atol=1e-9), (layer, s, fd)
-        assert np.any(np.abs(s) > 1e-6)
+        if kind == "sequence_classification" and layer == 3:
+            # after the last layer the head reads only the BOS state: residues cannot move it
+            assert np.all(s == 0)
+        else:
+            assert np.all(np.abs(s) > 1e-6)
 
 
 def test_batched_gradients_equal_one_by_one(tiny_hf_folder, tiny_registry):

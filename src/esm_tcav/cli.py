@@ -87,7 +87,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
           shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N")] = None):
     """Embed the dataset's proteins at the tapped layers into the store (resumable)."""
-    from .embed import run_embed
+    from .pipeline import run_step
 
     parsed = None
     if shard:
@@ -97,25 +97,25 @@ def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
         except (ValueError, AssertionError):
             raise EsmTcavError(f"--shard {shard!r}: expected I/N with 0 <= I < N") from None
         parsed = (i, n)
-    _print(run_embed(_context(config, set_), shard=parsed, force=force))
+    _print(run_step(_context(config, set_), "embed", force=force, shard=parsed))
 
 
 @app.command()
 @_guard
 def train(config: ConfigArg, set_: SetOpt = None):
     """Train concept CAVs and random CAVs per layer, with statistics and thresholds."""
-    from .train import run_train
+    from .pipeline import run_step
 
-    _print(run_train(_context(config, set_)))
+    _print(run_step(_context(config, set_), "train"))
 
 
 @app.command()
 @_guard
 def evaluate(config: ConfigArg, set_: SetOpt = None):
     """AUROC/AUPRC with intervals, random-CAV comparison and plots per layer."""
-    from .evaluate import run_evaluate
+    from .pipeline import run_step
 
-    _print(run_evaluate(_context(config, set_)))
+    _print(run_step(_context(config, set_), "evaluate"))
 
 
 @app.command()
@@ -124,27 +124,27 @@ def detect(config: ConfigArg, set_: SetOpt = None,
            input_: Annotated[Path | None, typer.Option(
                "--input", help="proteins to scan (default: the held-out test proteins)")] = None):
     """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
-    from .detect import run_detect
+    from .pipeline import run_step
 
-    _print(run_detect(_context(config, set_), input_path=input_))
+    _print(run_step(_context(config, set_), "detect", input_path=input_))
 
 
 @app.command()
 @_guard
 def tcav(config: ConfigArg, set_: SetOpt = None):
     """Gradient TCAV scores of a model head along the concept and random CAVs."""
-    from .tcav import run_tcav
+    from .pipeline import run_step
 
-    _print(run_tcav(_context(config, set_)))
+    _print(run_step(_context(config, set_), "tcav"))
 
 
 @app.command()
 @_guard
 def report(config: ConfigArg, set_: SetOpt = None):
     """Write the self-contained report.html from a run's results."""
-    from .report import run_report
+    from .pipeline import run_step
 
-    _print(str(run_report(_context(config, set_))))
+    _print(run_step(_context(config, set_), "report")["report"])
 
 
 @app.command()

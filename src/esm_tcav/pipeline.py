@@ -1,4 +1,8 @@
-"""`esm-tcav run`: chain the stages from one config, reuse finished work, keep a run manifest."""
+"""`esm-tcav run`: chain the stages from one config, reuse finished work, keep a run manifest.
+
+Every stage, whether run by `run`, alone from the CLI, or as a SLURM job, records itself in
+`run_manifest.json` (timings, results, model fingerprint, data hashes, package version).
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,11 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stage(ctx, step: str, force: bool):
+def _stage(ctx, step: str, force: bool, **kwargs):
     if step == "embed":
         from .embed import run_embed
 
-        return run_embed(ctx, force=force)
+        return run_embed(ctx, force=force, **kwargs)
     if step == "train":
         from .train import run_train
 
@@ -40,7 +44,7 @@ def _stage(ctx, step: str, force: bool):
     if step == "detect":
         from .detect import run_detect
 
-        return run_detect(ctx)
+        return run_detect(ctx, **kwargs)
     if step == "tcav":
         if ctx.loaded.head_kind is None:
             log.warning("tcav skipped: model %s has no classification or LM head",
@@ -56,49 +60,58 @@ def _stage(ctx, step: str, force: bool):
     raise ConfigError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
 
 
-def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:
-    """Run the chosen steps in pipeline order; returns the run manifest."""
-    chosen = steps or ctx.cfg.steps
-    unknown = [s for s in chosen if s not in STEPS]
-    if unknown:
-        raise ConfigError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+def run_step(ctx, step: str, force: bool = False, **kwargs):
+    """Run one stage and record it in the run manifest."""
+    t0 = time.perf_counter()
+    result = _stage(ctx, step, force, **kwargs)
+    record_step(ctx, step, time.perf_counter() - t0, result)
+    return result
+
+
+def record_step(ctx, step: str, seconds: float, result) -> None:
+    path = ctx.out / "run_manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
     cfg = ctx.cfg
     data_files = {
         name: cfg.path(value) for name, value in cfg.data.model_dump().items()
         if name in {"positives", "negatives", "spans_file", "test_positives", "test_negatives"}
         and value
     }
-    manifest = {
+    manifest.update({
         "package": "esm-tcav", "version": __version__, "python": platform.python_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": cfg.seed,
-        "config": cfg.snapshot(),
+        "seed": cfg.seed, "config": cfg.snapshot(),
         "data": {k: {"path": str(p), "sha256": _file_sha256(p)} for k, p in data_files.items()
                  if p.is_file()},
-        "steps": {},
-    }
-    total = time.perf_counter()
-    for step in STEPS:
-        if step not in chosen:
-            continue
-        t0 = time.perf_counter()
-        result = _stage(ctx, step, force)
-        manifest["steps"][step] = {"seconds": round(time.perf_counter() - t0, 2),
-                                   "result": result}
-        if step == "embed":
-            manifest["model"] = {"name": ctx.model_name, "fingerprint": ctx.loaded.fingerprint,
-                                 "source": ctx.loaded.source, "layers": ctx.layers}
-        _write_manifest(ctx.out / "run_manifest.json", manifest)
-        log.info("step %s done in %.1f s", step, manifest["steps"][step]["seconds"])
-    manifest["seconds"] = round(time.perf_counter() - total, 2)
-    if "model" not in manifest and "loaded" in ctx.__dict__:
+    })
+    if "loaded" in ctx.__dict__:
         manifest["model"] = {"name": ctx.model_name, "fingerprint": ctx.loaded.fingerprint,
-                             "source": ctx.loaded.source, "layers": ctx.layers}
-    _write_manifest(ctx.out / "run_manifest.json", manifest)
-    return {"output_dir": str(ctx.out), "seconds": manifest["seconds"],
-            "steps": {k: v["seconds"] for k, v in manifest["steps"].items()}}
-
-
-def _write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+                             "source": ctx.loaded.source, "layers": ctx.layers,
+                             "head": ctx.loaded.head_kind}
+    manifest.setdefault("steps", {})[step] = {
+        "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "result": result,
+    }
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
     tmp.replace(path)
+
+
+def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:
+    """Run the chosen steps in pipeline order; returns timings per step."""
+    chosen = steps or ctx.cfg.steps
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        raise ConfigError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    total = time.perf_counter()
+    timings = {}
+    for step in STEPS:
+        if step in chosen:
+            t0 = time.perf_counter()
+            run_step(ctx, step, force)
+            timings[step] = round(time.perf_counter() - t0, 2)
+            log.info("step %s done in %.1f s", step, timings[step])
+    return {"output_dir": str(ctx.out), "seconds": round(time.perf_counter() - total, 2),
+            "steps": timings}

@@ -70,6 +70,11 @@ def target_kind(loaded, wanted: str = "auto") -> str:
     return loaded.head_kind
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half-precision logits lose the derivative's sign near zero)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def make_target(loaded, kind: str, target_class: int = 1) -> Target:
     """f(final states [B,T,H], tokens [B,T], residue mask [B,T]) -> one value per protein."""
     head = loaded.head
@@ -80,13 +85,13 @@ def make_target(loaded, kind: str, target_class: int = 1) -> Target:
                               f"{loaded.spec.name} has {n_classes} classes (0..{n_classes - 1})")
 
         def logit(final, tokens, residues):
-            return head(final)[:, target_class].float()
+            return _upcast(head(final)[:, target_class])
 
         return logit
     if kind == "masked_lm":
 
         def loglik(final, tokens, residues):
-            logp = torch.log_softmax(head(final).float(), dim=-1)
+            logp = torch.log_softmax(_upcast(head(final)), dim=-1)
             ll = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
             w = residues.to(ll.dtype)
             return (ll * w).sum(1) / w.sum(1).clamp_min(1)
@@ -254,8 +259,12 @@ def run_tcav(ctx) -> dict:
             rand = [tcav_scores(grads @ r.direction.astype(np.float64)) for r in art.randoms]
             stats_ = compare_to_randoms(concept["score"], [r["score"] for r in rand])
             mag = compare_to_randoms(concept["magnitude"], [r["magnitude"] for r in rand])
+            flat = not np.any(grads)
+            if flat:  # e.g. the last layer under a classification head that reads only BOS
+                stats_.update(t=None, p=None, p_empirical=None)
+                mag.update(t=None, p=None)
             layers_out[str(layer)] = {
-                "cav_version": art.version, **concept, **stats_,
+                "cav_version": art.version, "testable": not flat, **concept, **stats_,
                 "magnitude_test": {k: mag[k] for k in ("t", "p", "random_mean", "random_sd")},
                 "random_scores": [r["score"] for r in rand],
                 "random_magnitudes": [r["magnitude"] for r in rand],
@@ -296,11 +305,15 @@ def run_tcav(ctx) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**result, "layers": {k: {x: v[x] for x in ("score", "magnitude", "random_mean",
-                                                       "random_sd", "p", "q", "significant")}
+                                                       "random_sd", "p", "q", "significant",
+                                                       "testable")}
                                  for k, v in layers_out.items()}}
 
 
 def _verdict(row: dict, alpha: float) -> str:
+    if not row.get("testable", True):
+        return ("not testable: the target does not depend on the residue states at this layer "
+                "(after the last layer a classification head reads only the BOS token)")
     if row.get("p") is None:
         return "not tested: fewer than 2 random CAVs (raise train.n_random)"
     head = (f"TCAV {row['score']:.2f} vs random {row['random_mean']:.2f} ± "
@@ -324,7 +337,10 @@ def plot_tcav(path: Path, result: dict) -> None:
            yerr=[r["random_sd"] or 0 for r in rows], color="#bbbbbb", capsize=3,
            label="random CAVs (mean ± sd)")
     for i, r in enumerate(rows):
-        mark = "n.s." if not r["significant"] else ("*" if r["q"] > 0.001 else "***")
+        if not r.get("testable", True):
+            mark = "n/a"
+        else:
+            mark = "n.s." if not r["significant"] else ("*" if r["q"] > 0.001 else "***")
         top = max(r["score"], (r["random_mean"] or 0) + (r["random_sd"] or 0))
         ax.text(i, min(top + 0.04, 1.04), mark, ha="center", fontsize=9)
     ax.axhline(0.5, ls=":", lw=0.8, color="k")

