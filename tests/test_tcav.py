@@ -115,3 +115,47 @@ def test_bh_across_layers():
 
 def test_json_of_bh_is_plain_floats():
     json.dumps(_bh([0.5, 0.2]))
+
+
+# ---------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module", params=["tiny_hf_folder", "tiny_mlm_folder"])
+def trained_any(request, tmp_path_factory, tiny_registry):
+    from .test_detect import _train
+
+    folder = request.getfixturevalue(request.param)
+    return _train(tmp_path_factory.mktemp("tcav_run"), folder, tiny_registry)
+
+
+def test_run_tcav_writes_scores_tests_and_plot(trained_any):
+    from esm_tcav.artifacts import load_concept
+    from esm_tcav.tcav import run_tcav
+
+    from .test_detect import ctx_for
+
+    ctx = ctx_for(trained_any)
+    result = run_tcav(ctx)
+    out = ctx.out / "tcav" / "tiny_esm2"
+    assert (out / "tcav_scores.png").stat().st_size > 1000
+    saved = json.loads((out / "tcav_scores.json").read_text())
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert saved["proteins"] == len(saved["protein_ids"]) <= 4
+    assert set(saved["layers"]) == {"1", "2", "3"}
+    kind = saved["target"]["kind"]
+    for key, row in saved["layers"].items():
+        assert 0 <= row["score"] <= 1 and 0 <= row["magnitude"] <= 1
+        assert len(row["random_scores"]) == 5
+        if kind == "sequence_classification" and key == "3":
+            assert not row["testable"] and row["p"] is None and "not testable" in row["verdict"]
+        else:
+            assert row["testable"] and 0 < row["p"] <= 1 and row["q"] >= row["p"]
+    # the stored score is the fraction of proteins whose derivative along the CAV is positive
+    ds = ctx.dataset
+    by_id = {p.id: p for p in ds.proteins}
+    seqs = [by_id[i].sequence for i in saved["protein_ids"]]
+    art = load_concept(ctx.out, "tiny_esm2", 2)
+    target = make_target(ctx.loaded, kind, ctx.cfg.tcav.target_class)
+    s = summed_gradients(ctx.loaded, seqs, 2, target) @ art.cav.direction.astype(np.float64)
+    assert saved["layers"]["2"]["score"] == pytest.approx(np.mean(s > 0))
+    assert result["layers"]["2"]["score"] == saved["layers"]["2"]["score"]

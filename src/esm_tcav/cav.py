@@ -62,10 +62,15 @@ class LogisticCAVClassifier:
 
     def fit_head(self, Z: np.ndarray, y: np.ndarray,
                  preprocess: tuple[StandardScaler, PCA | None]) -> LogisticCAVClassifier:
-        """Fit the logistic regression on data already transformed by `preprocess`."""
+        """Fit the logistic regression on data already transformed by `preprocess`.
+
+        Newton-Cholesky when there are few features (after PCA: converges in ~10 steps where
+        L-BFGS takes ~50, and to a tighter optimum); L-BFGS for wide data.
+        """
         self.scaler_, self.pca_ = preprocess
+        solver = "newton-cholesky" if Z.shape[1] <= 512 else "lbfgs"
         self.lr_ = LogisticRegression(C=self.C, max_iter=2000, class_weight="balanced",
-                                      random_state=self.seed).fit(Z, y)
+                                      solver=solver, random_state=self.seed).fit(Z, y)
         return self
 
     def raw_linear(self) -> tuple[np.ndarray, float]:

@@ -193,12 +193,21 @@ def scan(fasta: Annotated[Path, typer.Argument(help="proteins (FASTA), read lazi
          library: Annotated[Path, typer.Option(help="concept library folder")],
          out: Annotated[Path, typer.Option(help="output folder")] = Path("results/scan"),
          shard: Annotated[str | None, typer.Option(help="I/N: scan shard I of N")] = None,
-         device: str = "cpu", toks_per_batch: int = 8192):
+         device: str = "cpu", toks_per_batch: int = 8192,
+         dtype: Annotated[str, typer.Option(
+             help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")] = "auto",
+         model_path: Annotated[Path | None, typer.Option(
+             help="checkpoint of the library's model (HF folder or fair-esm .pt)")] = None,
+         merge: Annotated[int | None, typer.Option(
+             help="N: merge finished shards 0..N-1 of --out into one result")] = None):
     """Score every concept of a library along every protein in one forward pass each."""
-    from .scan import run_scan
+    from .scan import merge_shards, run_scan
 
+    if merge:
+        _print(merge_shards(out, merge))
+        return
     _print(run_scan(fasta, library, out, shard=shard, device=device,
-                    toks_per_batch=toks_per_batch))
+                    toks_per_batch=toks_per_batch, dtype=dtype, model_path=model_path))
 
 
 @library_app.command("build")

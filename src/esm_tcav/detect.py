@@ -10,7 +10,11 @@ cover it; it is kept to compare (see benchmarks/detect_cost.py).
 
 Spans come from the threshold registry (`thresholds.method`) with `detect.min_span_length` and
 `detect.merge_gap`. Thresholds are calibrated on unsmoothed per-residue scores; a moving average
-keeps the scale, so the same threshold applies to smoothed scores.
+keeps the scale, so the same threshold applies to smoothed scores. Sliding-window scores are on
+another scale (a 20-residue window embedded alone is far from the full-context states the CAV
+was fitted on; on the demo they sit about 3 units lower), so that mode calibrates its own
+threshold, with the same method, on the sliding-window scores of training proteins (at most
+`CALIBRATION_PROTEINS` positives with spans and as many negatives, a seeded draw).
 
 Outputs, under ``<output_dir>/detections/<model>/<set>/L<layer>[-sliding]/`` where ``<set>`` is
 ``test`` (the held-out proteins of the dataset) or the ``--input`` file's stem:
@@ -50,6 +54,8 @@ from .sequences import Protein, read_proteins
 from .spans import ScoredSpan, evaluate_spans, scores_to_spans
 
 log = logging.getLogger("esm_tcav.detect")
+
+CALIBRATION_PROTEINS = 30
 
 
 @dataclass
@@ -166,6 +172,41 @@ def load_layer_concept(ctx, layer: int) -> LayerConcept:
         log.warning("threshold %s of layer %d was calibrated for target %s, the config asks %s; "
                     "retrain to recalibrate", method, layer, stored["target"], wanted)
     return LayerConcept(layer, art.cav, threshold, int(art.version), str(art.path))
+
+
+def calibration_set(ctx, cap: int = CALIBRATION_PROTEINS) -> tuple[list[Protein], dict]:
+    """A seeded draw of training proteins (positives with spans, negatives) and their labels."""
+    pos, neg = ctx.dataset.part("train")
+    pos = [p for p in pos if p.spans]
+    if not pos or not neg:
+        raise ConfigError(
+            "sliding-window mode calibrates its threshold on training proteins with concept "
+            "spans and negatives, and this dataset has none with spans; use detect.mode: one-pass"
+        )
+    rng = np.random.default_rng([ctx.cfg.seed, 7])
+    pick = [sorted(rng.choice(len(group), min(cap, len(group)), replace=False).tolist())
+            for group in (pos, neg)]
+    proteins = [pos[i] for i in pick[0]] + [neg[i] for i in pick[1]]
+    labels = {p.id: p.residue_mask() if p in pos else np.zeros(len(p.sequence), bool)
+              for p in proteins}
+    return proteins, labels
+
+
+def calibrate_thresholds(ctx, scored: Iterable[tuple[Protein, dict[int, np.ndarray]]],
+                         labels: dict) -> dict[int, float]:
+    """`thresholds.method` computed on the given per-residue scores of labelled proteins."""
+    from .thresholds import compute_methods
+
+    by_layer: dict[int, list[np.ndarray]] = {}
+    y: list[np.ndarray] = []
+    for prot, per_layer in scored:
+        y.append(labels[prot.id])
+        for n, s in per_layer.items():
+            by_layer.setdefault(n, []).append(s)
+    t = ctx.cfg.thresholds
+    y_all = np.concatenate(y)
+    return {n: float(compute_methods(np.concatenate(s), y_all, t.precision_at_recall,
+                                     t.fpr)[t.method]["value"]) for n, s in by_layer.items()}
 
 
 def _concept_spans(ctx, prot: Protein) -> list:
@@ -291,6 +332,17 @@ def run_detect(ctx, input_path: Path | None = None) -> dict:
                 return iter_one_pass_scores(embedder, proteins, cavs)
             return iter_sliding_window_scores(embedder, proteins, cavs, dc.window, dc.stride)
     smoothing = dc.smoothing_window if mode == "one-pass" else 1
+    threshold_source = "registry (calibrated at train time on per-residue scores)"
+    if mode == "sliding-window":
+        calib, labels = calibration_set(ctx)
+        found = calibrate_thresholds(ctx, iter_sliding_window_scores(
+            embedder, calib, cavs, dc.window, dc.stride), labels)
+        for n, value in found.items():
+            log.info("sliding-window threshold of layer %d: %.4g (registry, one-pass: %.4g)",
+                     n, value, concepts[n].threshold)
+            concepts[n].threshold = value
+        threshold_source = (f"calibrated on the sliding-window scores of {len(calib)} training "
+                            "proteins")
 
     final = ctx.out / "detections" / ctx.model_name / set_name / (
         f"L{layer}" + ("-sliding" if mode == "sliding-window" else ""))
@@ -301,6 +353,7 @@ def run_detect(ctx, input_path: Path | None = None) -> dict:
         summary = _detect_into(ctx, tmp, proteins, truth, negatives, concepts, layer, scored,
                                smoothing, set_name, mode, from_store)
         summary["skipped_layers"] = {str(k): v for k, v in skipped.items()}
+        summary["threshold_source"] = threshold_source
         summary["output"] = str(final)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, final)

@@ -78,12 +78,14 @@ def plot_auroc_by_layer(layers: list[int], auroc: list[float], ci: list[list[flo
     ax.errorbar(x, auroc, yerr=[lo, hi], fmt="o-", color="C0", capsize=4, lw=1.6, zorder=3,
                 label="concept CAV (bootstrap CI)")
     for xi, a, sig in zip(x, auroc, significant, strict=True):
-        ax.annotate("*" if sig else "n.s.", (xi, a), textcoords="offset points", xytext=(8, 6),
-                    fontsize=10 if sig else 8, color="C3" if sig else "grey")
+        ax.annotate("*" if sig else "n.s.", (xi, a), textcoords="offset points", xytext=(7, -12),
+                    fontsize=11 if sig else 8, color="C3" if sig else "grey")
     ax.axhline(0.5, ls="--", color="grey", lw=1)
     ax.set_xticks(x, [f"L{n}" for n in layers])
-    ax.set(xlabel="layer", ylabel="held-out AUROC", ylim=(0, 1.02),
+    ax.set(xlabel="layer", ylabel="held-out AUROC", ylim=(0, 1.05),
            title=title or "Concept AUROC by layer")
+    ax.text(0.01, 0.01, "* significant (BH q <= alpha); n.s. not significant",
+            transform=ax.transAxes, fontsize=7, color="grey")
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
@@ -105,7 +107,8 @@ def plot_random_comparison(layer: int, concept_auroc: float, random_aurocs: list
             text += f"\nq = {q:.3g}"
         text += "\nsignificant" if stats.get("significant") else "\nnot significant"
     ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=9)
-    ax.set(xlabel="held-out AUROC", ylabel="random CAVs", xlim=(0, 1.0),
+    ax.set(xlabel="held-out AUROC", ylabel="random CAVs", xlim=(0, 1.02),
            title=f"Layer {layer}: concept vs random CAVs")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="upper center", fontsize=8)
     return save_figure(fig, path)

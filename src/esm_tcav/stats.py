@@ -111,6 +111,9 @@ def verdict(s: dict, alpha: float) -> str:
     if s["min_p"] > alpha:
         reason = (f"; with {n} random CAVs p cannot go below {s['min_p']:.3g} > {alpha}, "
                   "raise train.n_random")
+    elif p <= s["min_p"]:
+        reason = (f"; p is at its minimum for {n} random CAVs but does not survive the "
+                  "correction across layers: raise train.n_random")
     qtext = f"{q:.3g}" if q is not None else "n/a"
     return f"not significant: {head}; p = {p:.3g}, q = {qtext} > {alpha}{reason}"
 

@@ -1,0 +1,107 @@
+"""stats.py against SciPy, scikit-learn and hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from esm_tcav.stats import (
+    RankedScores,
+    add_qvalues,
+    bh_qvalues,
+    bootstrap_ci,
+    empirical_p,
+    layer_statistics,
+    min_p,
+    welch_t,
+    z_score,
+)
+
+
+def test_empirical_p_by_hand():
+    assert empirical_p(0.9, [0.5] * 20) == pytest.approx(1 / 21)
+    assert empirical_p(0.5, [0.4, 0.5, 0.6]) == pytest.approx(3 / 4)  # ties count against
+    assert empirical_p(0.1, [0.4, 0.5, 0.6]) == 1.0
+    assert min_p(20) == pytest.approx(1 / 21)
+    assert min_p(999) == pytest.approx(0.001)
+
+
+def test_z_score_by_hand_and_degenerate():
+    assert z_score(4.0, [1.0, 2.0, 3.0]) == pytest.approx((4 - 2) / 1.0)
+    assert z_score(0.9, [0.5, 0.5]) == math.inf
+    assert z_score(0.5, [0.5, 0.5]) == 0.0
+    assert math.isnan(z_score(0.5, [0.5]))
+
+
+def test_welch_matches_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.9, 0.02, 5), rng.normal(0.5, 0.05, 20)
+    t, p = welch_t(a, b)
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    # hand-computed Welch statistic
+    se = math.sqrt(a.var(ddof=1) / 5 + b.var(ddof=1) / 20)
+    assert t == pytest.approx((a.mean() - b.mean()) / se)
+    assert all(math.isnan(x) for x in welch_t([1.0], [1.0, 2.0]))
+
+
+def test_bh_matches_scipy_and_hand():
+    p = [0.01, 0.04, 0.03, 0.2, 0.5]
+    q = bh_qvalues(p)
+    assert np.allclose(q, st.false_discovery_control(p, method="bh"))
+    # by hand: sorted .01 .03 .04 .2 .5 -> .05 .05(.075->min .0667) ...
+    assert q[0] == pytest.approx(0.05)
+    assert q[2] == pytest.approx(min(0.03 * 5 / 2, 0.04 * 5 / 3))
+    with_nan = bh_qvalues([0.01, None, 0.02])
+    assert math.isnan(with_nan[1])
+    assert np.allclose(with_nan[[0, 2]], st.false_discovery_control([0.01, 0.02]))
+
+
+def test_layer_statistics_and_verdict_words():
+    per = {2: layer_statistics(0.95, [0.94, 0.96, 0.95], np.linspace(0.45, 0.55, 99)),
+           4: layer_statistics(0.50, [0.5, 0.52, 0.48], np.linspace(0.4, 0.6, 99))}
+    per[2]["auroc"], per[4]["auroc"] = 0.95, 0.50
+    add_qvalues(per, 0.05)
+    assert per[2]["p"] == pytest.approx(0.01) and per[2]["q"] == pytest.approx(0.02)
+    assert per[2]["significant"] and per[2]["verdict"].startswith("significant")
+    assert not per[4]["significant"] and per[4]["verdict"].startswith("not significant")
+    # 20 random CAVs, two layers: p at its minimum 1/21 but q = 2/21 > 0.05: said in words
+    two = {n: {**layer_statistics(0.95, [0.95, 0.94], np.linspace(0.45, 0.55, 20)), "auroc": 0.95}
+           for n in (1, 2)}
+    two[2]["p"] = 0.5
+    add_qvalues(two, 0.05)
+    assert not two[1]["significant"] and "at its minimum" in two[1]["verdict"]
+    few = {1: {**layer_statistics(0.99, [0.99, 0.98], [0.5] * 9), "auroc": 0.99}}
+    add_qvalues(few, 0.05)
+    assert "raise train.n_random" in few[1]["verdict"]  # min p 0.1 can never reach 0.05
+
+
+def test_weighted_auc_matches_sklearn_with_ties_and_weights():
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 8, 300).astype(float)  # many ties
+    y = rng.random(300) < 0.3
+    w = rng.integers(0, 4, 300).astype(float)
+    auroc, ap = RankedScores(s, y).metrics(w)
+    assert auroc == pytest.approx(roc_auc_score(y, s, sample_weight=w))
+    assert ap == pytest.approx(average_precision_score(y, s, sample_weight=w))
+    auroc1, ap1 = RankedScores(s, y).metrics()
+    assert auroc1 == pytest.approx(roc_auc_score(y, s))
+    assert ap1 == pytest.approx(average_precision_score(y, s))
+
+
+def test_bootstrap_by_protein_is_wider_than_by_residue():
+    # 10 proteins; all residues of a protein share one protein-level offset: residues are not
+    # independent, so the protein bootstrap must show that uncertainty
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(10), 200)
+    is_pos = np.arange(10) < 5
+    y = is_pos[groups] & (rng.random(2000) < 0.5)
+    s = y * 1.0 + rng.normal(0, 1, 10)[groups] + rng.normal(0, 0.3, 2000)
+    ranked = RankedScores(s, y)
+    by_protein = bootstrap_ci(ranked, groups, is_pos, 300, 0.05, 0)
+    by_residue = bootstrap_ci(ranked, np.arange(2000), y, 300, 0.05, 0)
+    lo, hi = by_protein["auroc_ci"]
+    assert lo < ranked.metrics()[0] < hi
+    assert hi - lo > 1.5 * (by_residue["auroc_ci"][1] - by_residue["auroc_ci"][0])
