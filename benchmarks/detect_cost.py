@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layer", type=int, default=None, help="default: detect.layer of the config")
     ap.add_argument("--max-proteins", type=int, default=None,
                     help="default: every held-out test protein")
+    ap.add_argument("--calibration-proteins", type=int, default=30,
+                    help="training positives (and as many negatives) to calibrate the "
+                    "sliding-window threshold on")
     ap.add_argument("--out", default=None, help="default: <output_dir>/benchmarks/detect_cost.json")
     args = ap.parse_args(argv)
 
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {pid: scores_to_spans(s, threshold, dc.min_span_length, dc.merge_gap)
                 for pid, s in scores.items()}
 
-    calib, labels = calibration_set(ctx)
+    calib, labels = calibration_set(ctx, args.calibration_proteins)
     t0 = time.perf_counter()
     thr_sliding = calibrate_thresholds(ctx, iter_sliding_window_scores(
         embedder, calib, cavs, args.window, args.stride), labels)[layer]

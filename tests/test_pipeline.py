@@ -158,9 +158,7 @@ def test_steps_option_runs_only_those_steps(tmp_path, tiny_hf_folder, tiny_regis
 @pytest.mark.parametrize(("section", "bad", "key", "words"), [
     ("train", {"n_randm": 5}, "train.n_randm", "unknown key"),
     ("train", {"n_random": "many"}, "train.n_random", "integer"),
-    pytest.param("detect", {"layer": [1, 2]}, "detect.layer", "", marks=pytest.mark.xfail(
-        strict=True, reason="config.py names a union-typed key 'detect.layer.int' and adds "
-        "'(and 1 more problems)' instead of one message for the key")),
+    ("detect", {"layer": [1, 2]}, "detect.layer", "integer"),
     ("top", {"outptu_dir": "x"}, "outptu_dir", "unknown key"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path, tiny_hf_folder, tiny_registry, section,

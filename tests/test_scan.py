@@ -31,7 +31,13 @@ from esm_tcav.gpu import (
 )
 from esm_tcav.library import LibraryConcept, add_to_library, load_library
 from esm_tcav.models import load_model
-from esm_tcav.scan import merge_shards, run_scan, slurm_commands, validate_fasta
+from esm_tcav.scan import (
+    load_scan_model,
+    merge_shards,
+    run_scan,
+    slurm_commands,
+    validate_fasta,
+)
 from esm_tcav.sequences import Protein
 
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")  # no W: W runs are the planted concept
@@ -73,7 +79,8 @@ def planted_cav(loaded, layer: int) -> CAV:
     d = X[y].mean(0) - X[~y].mean(0)
     d /= np.linalg.norm(d)
     s = X @ d
-    return CAV("trp_run", layer, d.astype(np.float32), float(-(s[y].mean() + s[~y].mean()) / 2))
+    # threshold 0 halfway between the lowest W and the highest non-W score
+    return CAV("trp_run", layer, d.astype(np.float32), float(-(s[y].min() + s[~y].max()) / 2))
 
 
 def random_cav(name: str, layer: int, hidden: int, seed: int) -> CAV:
@@ -259,8 +266,11 @@ def test_one_vs_ten_concepts_give_the_same_scores_and_spans(tiny, planted, tmp_p
 
 def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, planted, tmp_path):
     """The GPU settings (bfloat16, packed rows) run on the CPU: same spans, close scores."""
-    ref = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-    bf16 = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry, dtype="bfloat16")
+    lib = load_library(planted["lib"])
+    ref = load_scan_model(lib, model_path=tiny_hf_folder, registry_file=tiny_registry)
+    bf16 = load_scan_model(lib, dtype="bfloat16", model_path=tiny_hf_folder,
+                           registry_file=tiny_registry)
+    assert bf16.dtype == torch.bfloat16 and bf16.fingerprint == ref.fingerprint
     proteins = [p for p, _ in planted["items"]]
     proj = Projection.from_cavs(planted["cavs"], 32)
     want = dict(ScanEngine(ref, proj, mode="padded").score(proteins))

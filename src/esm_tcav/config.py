@@ -146,15 +146,29 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+_TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
+
+
+def _key(loc: tuple) -> str:
+    """Dotted key of an error; union members add type tags (`int`, `literal[...]`) to drop."""
+    parts = [str(p) for p in loc]
+    while parts and (parts[-1] in _TYPE_TAGS or "[" in parts[-1]):
+        parts.pop()
+    return ".".join(parts) or "(top level)"
+
+
 def _format(exc: ValidationError, origin: str) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
+    errors = exc.errors()
+    err = errors[0]
+    key = _key(err["loc"])
+    same = [e for e in errors if _key(e["loc"]) == key]
+    msg = "; or ".join(dict.fromkeys(e["msg"] for e in same))
     if err["type"] == "extra_forbidden":
         msg = "unknown key; check the spelling against the config reference in the README"
     elif err["type"] == "missing":
         msg = "required key is missing"
-    more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+    others = len({_key(e["loc"]) for e in errors}) - 1
+    more = f" (and {others} more problems)" if others else ""
     return f"{origin}: key '{key}': {msg}{more}"
 
 

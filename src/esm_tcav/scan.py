@@ -259,12 +259,25 @@ def _write_checkpoint(folder: Path, state: dict) -> None:
     atomic_write_json(folder / CHECKPOINT, state)
 
 
-def _load_model(lib: Library, device: str, dtype: str, model_path, registry_file):
-    from .models import load_model
+def load_scan_model(lib: Library, device: str = "cpu", dtype: str = "auto",
+                    model_path: str | Path | None = None,
+                    registry_file: str | Path | None = None):
+    """The library's model, checked against its fingerprint, then cast to `dtype`.
 
-    loaded = load_model(lib.model.get("name"), model_path, device=device, dtype=dtype,
+    Loaded in float32 first because `models._fingerprint` hashes the weights in the dtype they
+    are loaded in: a bfloat16 load of the same checkpoint would not match a library built in
+    float32. The fingerprint kept is the float32 one, the checkpoint's identity.
+    """
+    from .models import load_model, resolve_dtype
+
+    loaded = load_model(lib.model.get("name"), model_path, device=device, dtype="float32",
                         registry_file=registry_file)
     lib.check_model(loaded)
+    want = resolve_dtype(dtype, device)
+    if want != loaded.dtype:
+        loaded.encoder.to(dtype=want)
+        if loaded.head is not None:
+            loaded.head.to(dtype=want)
     return loaded
 
 
@@ -294,7 +307,7 @@ def run_scan(fasta: str | Path, library: str | Path, out: str | Path,
     folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
     folder.mkdir(parents=True, exist_ok=True)
     if loaded is None:
-        loaded = _load_model(lib, device, dtype, model_path, registry_file)
+        loaded = load_scan_model(lib, device, dtype, model_path, registry_file)
     else:
         lib.check_model(loaded)
     identity = {
