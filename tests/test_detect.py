@@ -205,6 +205,10 @@ def test_sliding_window_mode_writes_its_own_folder(trained):
     assert out.name == "L1-sliding" and summary["window"] == 8
     assert summary["states_from"] == "forward pass" and summary["smoothing_window"] == 1
     assert set(summary["per_layer"]) == {"1", "2", "3"}
+    # its threshold is calibrated on its own scores (training proteins), not the registry's
+    assert summary["threshold_source"].startswith("calibrated on the sliding-window scores")
+    assert summary["threshold"] != one["threshold"] and summary["spans"] > 0
+    assert one["threshold_source"].startswith("registry")
     # window scores blur the per-residue track (every window mixes motif and background) but
     # follow it
     a = np.load(Path(one["output"]) / "scores.npy")

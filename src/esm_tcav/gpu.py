@@ -165,15 +165,61 @@ def varlen_available(device: torch.device) -> bool:
     return True
 
 
+def _attend_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_host: list[int]
+                 ) -> torch.Tensor:
+    """Attention within each protein of a packed row: one SDPA call per protein (any device)."""
+    out = torch.empty_like(q)
+    for a, b in zip(cu_host[:-1], cu_host[1:], strict=True):
+        qs, ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)[0].transpose(0, 1)
+    return out
+
+
+def _attend_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
+                   max_len: int) -> torch.Tensor:
+    """Variable-length flash attention over the packed row (CUDA; q is pre-scaled)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
+
+
+def esm_layer(x: torch.Tensor, w: tuple[torch.Tensor, ...], cos: torch.Tensor,
+              sin: torch.Tensor, heads: int, eps: float, cu: torch.Tensor, max_len: int,
+              cu_host: list[int] | None = None) -> torch.Tensor:
+    """One ESM-2 layer on packed tokens [N, H], from plain weight tensors.
+
+    Pre-LayerNorm self-attention (q scaled by head_dim^-0.5 before the rotary embedding, as
+    ESM-2 does), residual; pre-LayerNorm erf-GELU MLP, residual. Plain tensors in, so one
+    compiled graph serves every layer.
+    """
+    ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b = w
+    n, hidden = x.shape
+    head_dim = hidden // heads
+    dtype = x.dtype
+    h = F.layer_norm(x, (hidden,), ln1_w, ln1_b, eps)
+    q, k, v = F.linear(h, qkv_w, qkv_b).view(n, 3, heads, head_dim).unbind(1)
+    q = q * head_dim ** -0.5
+    q = ((q.float() * cos) + (_rotate_half(q.float()) * sin)).to(dtype)
+    k = ((k.float() * cos) + (_rotate_half(k.float()) * sin)).to(dtype)
+    v = v.contiguous()
+    a = _attend_varlen(q, k, v, cu, max_len) if cu_host is None else _attend_loop(q, k, v,
+                                                                                    cu_host)
+    x = F.linear(a.reshape(n, hidden), out_w, out_b) + x
+    h = F.layer_norm(x, (hidden,), ln2_w, ln2_b, eps)
+    return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b) + x
+
+
 class PackedEncoder:
     """ESM-2's encoder on packed rows, from the Hugging Face module's own weights.
 
     Checked against `EsmModel` on the same weights by the tests (relative error about 1e-5 in
     float32, about 1e-2 in bfloat16). Attention: varlen flash attention on CUDA, else a loop of
     SDPA calls, one per protein (varlen_attn raises NotImplementedError on the CPU).
+    `compile=True` compiles the layer with `torch.compile` (varlen attention only: the loop's
+    per-protein boundaries would make every batch a new graph).
     """
 
-    def __init__(self, loaded: LoadedModel, attention: str = "auto"):
+    def __init__(self, loaded: LoadedModel, attention: str = "auto", compile: bool = False):
         enc = loaded.encoder
         cfg = enc.config
         if getattr(cfg, "position_embedding_type", "rotary") != "rotary":
@@ -181,20 +227,25 @@ class PackedEncoder:
         if getattr(enc.embeddings, "layer_norm", None) is not None:
             raise ConfigError("the packed forward does not support emb_layer_norm_before models")
         self.loaded = loaded
-        self.blocks = list(enc.encoder.layer)
         self.final_norm = enc.encoder.emb_layer_norm_after
         self.word_embeddings = enc.embeddings.word_embeddings
         self.token_dropout = bool(cfg.token_dropout)
         self.mask_id = int(cfg.mask_token_id) if cfg.mask_token_id is not None else -1
         self.heads = int(cfg.num_attention_heads)
-        self.head_dim = int(cfg.hidden_size) // self.heads
+        self.eps = float(cfg.layer_norm_eps)
         self.inv_freq = enc.rotary_embeddings.inv_freq.detach().float()
-        # one fused q/k/v product per layer instead of three
-        self.qkv = []
-        for block in self.blocks:
-            s = block.attention.self
-            self.qkv.append((torch.cat([s.query.weight, s.key.weight, s.value.weight]).detach(),
-                             torch.cat([s.query.bias, s.key.bias, s.value.bias]).detach()))
+        # per layer: plain tensors, q/k/v fused into one product
+        self.weights: list[tuple[torch.Tensor, ...]] = []
+        for block in enc.encoder.layer:
+            att, s = block.attention, block.attention.self
+            self.weights.append(tuple(t.detach() for t in (
+                att.LayerNorm.weight, att.LayerNorm.bias,
+                torch.cat([s.query.weight, s.key.weight, s.value.weight]),
+                torch.cat([s.query.bias, s.key.bias, s.value.bias]),
+                att.output.dense.weight, att.output.dense.bias,
+                block.LayerNorm.weight, block.LayerNorm.bias,
+                block.intermediate.dense.weight, block.intermediate.dense.bias,
+                block.output.dense.weight, block.output.dense.bias)))
         device = loaded.device
         if attention == "auto":
             attention = "varlen" if varlen_available(device) and loaded.dtype in (
@@ -202,23 +253,15 @@ class PackedEncoder:
         if attention not in ("varlen", "loop"):
             raise ConfigError(f"attention {attention!r} unknown; use auto, varlen or loop")
         self.attention = attention
+        self.layer_fn = esm_layer
+        if compile:
+            if attention != "varlen":
+                raise ConfigError("compile needs varlen attention (CUDA, bfloat16/float16)")
+            self.layer_fn = torch.compile(esm_layer, dynamic=True)
 
     @property
     def num_layers(self) -> int:
-        return len(self.blocks)
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
-                cu_host: list[int], max_len: int) -> torch.Tensor:
-        """[N, heads, head_dim] attention within each protein of the packed row."""
-        if self.attention == "varlen":
-            from torch.nn.attention.varlen import varlen_attn
-
-            return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
-        out = torch.empty_like(q)
-        for a, b in zip(cu_host[:-1], cu_host[1:], strict=True):
-            qs, ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-            out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)[0].transpose(0, 1)
-        return out
+        return len(self.weights)
 
     def __call__(self, tokens: torch.Tensor, cu: torch.Tensor, cu_host: list[int],
                  positions: torch.Tensor, max_len: int, layers: Sequence[int],
@@ -227,14 +270,15 @@ class PackedEncoder:
         dtype = self.word_embeddings.weight.dtype
         x = self.word_embeddings(tokens)
         if self.token_dropout:
+            # as EsmEmbeddings: <mask> zeroed, each protein scaled by 0.88 / (1 - its mask ratio)
             is_mask = tokens == self.mask_id
             x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
-            lengths = torch.diff(cu).to(torch.float32)
-            seg = torch.repeat_interleave(torch.arange(len(cu_host) - 1, device=x.device),
-                                          torch.diff(cu).long(), output_size=x.shape[0])
-            masked = torch.zeros(len(cu_host) - 1, device=x.device).index_add_(
-                0, seg, is_mask.float())
-            scale = (1 - 0.15 * 0.8) / (1 - masked / lengths)
+            lengths = torch.diff(cu).long()
+            n_prot = len(cu_host) - 1
+            seg = torch.repeat_interleave(torch.arange(n_prot, device=x.device), lengths,
+                                          output_size=x.shape[0])
+            masked = torch.zeros(n_prot, device=x.device).index_add_(0, seg, is_mask.float())
+            scale = (1 - 0.15 * 0.8) / (1 - masked / lengths.float())
             x = (x.float() * scale[seg].unsqueeze(-1)).to(dtype)
         out = {0: x} if 0 in layers else {}
         deepest = max(layers)
@@ -245,19 +289,10 @@ class PackedEncoder:
         # rounded to the model dtype, as the Hugging Face module does
         cos = emb.cos().to(dtype).unsqueeze(1)
         sin = emb.sin().to(dtype).unsqueeze(1)
-        n, hidden = x.shape
-        for i, block in enumerate(self.blocks[:deepest], start=1):
-            att = block.attention
-            h = att.LayerNorm(x)
-            w, b = self.qkv[i - 1]
-            q, k, v = F.linear(h, w, b).view(n, 3, self.heads, self.head_dim).unbind(1)
-            q = q * self.head_dim ** -0.5
-            q = ((q.float() * cos) + (_rotate_half(q.float()) * sin)).to(dtype)
-            k = ((k.float() * cos) + (_rotate_half(k.float()) * sin)).to(dtype)
-            a = self._attend(q, k, v.contiguous(), cu, cu_host, max_len)
-            x = att.output.dense(a.reshape(n, hidden)) + x
-            h = block.LayerNorm(x)
-            x = block.output.dense(F.gelu(block.intermediate.dense(h))) + x
+        boundaries = None if self.attention == "varlen" else cu_host
+        for i in range(1, deepest + 1):
+            x = self.layer_fn(x, self.weights[i - 1], cos, sin, self.heads, self.eps, cu,
+                              max_len, boundaries)
             if i == self.num_layers:
                 x = self.final_norm(x)
             if i in layers:

@@ -618,9 +618,16 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, e) for s, e in out]
 
 
-def _model_record(loaded) -> dict:
-    return {"name": loaded.spec.name, "fingerprint": loaded.fingerprint,
-            "hidden_size": loaded.spec.hidden_size, "source": loaded.source}
+def _model_record(loaded, cfg: Config | None = None) -> dict:
+    """The model a library belongs to; `path`/`registry_file` let `scan` reload it unaided."""
+    rec = {"name": loaded.spec.name, "fingerprint": loaded.fingerprint,
+           "hidden_size": loaded.spec.hidden_size, "source": loaded.source}
+    if cfg is not None:
+        for key in ("path", "registry_file"):
+            value = cfg.path(getattr(cfg.model, key))
+            if value is not None:
+                rec[key] = str(Path(value).resolve())
+    return rec
 
 
 def _provenance(cfg: Config, extra: dict, counts: dict | None = None) -> dict:
@@ -709,7 +716,7 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
         concept.provenance = _provenance(cfg, extra, counts)
         if c.gff_type:
             concept.provenance["gff_type"] = c.gff_type
-        add_to_library(out, _model_record(loaded), concept)
+        add_to_library(out, _model_record(loaded, cfg), concept)
         results[c.name] = round(time.perf_counter() - t0, 1)
     recompute_q(out)
     doc = read_index(out)
@@ -745,7 +752,7 @@ def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
             f"(fingerprint {ctx.loaded.fingerprint}); add concepts trained on the library's model")
     concept, _ = train_concept(ctx)
     concept.provenance = _provenance(cfg, {"source": "esm-tcav library add"})
-    concept = add_to_library(root, _model_record(ctx.loaded), concept)
+    concept = add_to_library(root, _model_record(ctx.loaded, cfg), concept)
     recompute_q(root)
     entry = next(e for e in read_index(root)["concepts"] if e["name"] == name)
     return {"library": str(root), "concept": name, "version": entry["version"],

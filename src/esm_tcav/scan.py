@@ -45,7 +45,9 @@ from .detect import gff3_lines, smooth
 from .errors import ArtifactError, ConfigError, InputError
 from .gpu import Projection, ScanEngine, describe_device
 from .library import Library, load_library
-from .sequences import Protein, _fasta_id, normalize_sequence
+
+# the FASTA ID rule and character check of read_fasta, so IDs and messages match it
+from .sequences import Protein, _fasta_id, _first_bad_char, normalize_sequence
 from .spans import scores_to_spans
 
 log = logging.getLogger("esm_tcav.scan")
@@ -67,8 +69,11 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8-sig")
 
 
-def fasta_records(path: str | Path) -> Iterator[tuple[str, int, str]]:
-    """(ID, header line number, raw sequence) per record, one record in memory at a time."""
+def fasta_records(path: str | Path, check: bool = False) -> Iterator[tuple[str, int, str]]:
+    """(ID, header line number, raw sequence) per record, one record in memory at a time.
+
+    `check` names the first character outside ESM-2's alphabet with its own line number.
+    """
     path = Path(path)
     current: tuple[str, int] | None = None
     parts: list[str] = []
@@ -91,6 +96,10 @@ def fasta_records(path: str | Path) -> Iterator[tuple[str, int, str]]:
                 if current is None:
                     raise InputError(f"{path}:{number}: sequence line before the first '>' "
                                      "header; start each record with a '>ID' header line")
+                if check and (bad := _first_bad_char(line)) is not None:
+                    raise InputError(f"{path}:{number}: record {current[0]!r}: character "
+                                     f"{bad!r} is not in the ESM-2 alphabet; remove it or "
+                                     "replace it with X")
                 parts.append(line)
     except UnicodeDecodeError:
         raise InputError(f"{path}:{number + 1}: is not UTF-8 text; save the file as plain "
@@ -119,7 +128,7 @@ def validate_fasta(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     seen: set[str] = set()
     n = residues = 0
-    for pid, number, raw in fasta_records(path):
+    for pid, number, raw in fasta_records(path, check=True):
         if pid in seen:
             raise InputError(f"{path}:{number}: record {pid!r}: duplicate record ID; give every "
                              "record a unique ID")
@@ -266,10 +275,13 @@ def load_scan_model(lib: Library, device: str = "cpu", dtype: str = "auto",
 
     Loaded in float32 first because `models._fingerprint` hashes the weights in the dtype they
     are loaded in: a bfloat16 load of the same checkpoint would not match a library built in
-    float32. The fingerprint kept is the float32 one, the checkpoint's identity.
+    float32. The fingerprint kept is the float32 one, the checkpoint's identity. Without
+    `model_path`/`registry_file`, those recorded in the library (if any) are used.
     """
     from .models import load_model, resolve_dtype
 
+    model_path = model_path or lib.model.get("path")
+    registry_file = registry_file or lib.model.get("registry_file")
     loaded = load_model(lib.model.get("name"), model_path, device=device, dtype="float32",
                         registry_file=registry_file)
     lib.check_model(loaded)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +46,9 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     b = np.asarray(b, dtype=np.float64)
     if a.size < 2 or b.size < 2:
         return math.nan, math.nan
-    res = _st.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # identical fold scores (e.g. all 1.0) are fine here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 

@@ -331,18 +331,18 @@ def plot_tcav(path: Path, result: dict) -> None:
     layers = list(result["layers"])
     x = np.arange(len(layers))
     rows = [result["layers"][k] for k in layers]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(layers) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(layers) + 2), 4.0))
     ax.bar(x - 0.2, [r["score"] for r in rows], 0.4, color="#1f77b4", label="concept CAV")
     ax.bar(x + 0.2, [r["random_mean"] or 0 for r in rows], 0.4,
            yerr=[r["random_sd"] or 0 for r in rows], color="#bbbbbb", capsize=3,
            label="random CAVs (mean ± sd)")
     for i, r in enumerate(rows):
         if not r.get("testable", True):
-            mark = "n/a"
-        else:
-            mark = "n.s." if not r["significant"] else ("*" if r["q"] > 0.001 else "***")
+            ax.text(i, 0.04, "not testable", ha="center", fontsize=8, color="#555555")
+            continue
+        mark = "n.s." if not r["significant"] else ("*" if r["q"] > 0.001 else "***")
         top = max(r["score"], (r["random_mean"] or 0) + (r["random_sd"] or 0))
-        ax.text(i, min(top + 0.04, 1.04), mark, ha="center", fontsize=9)
+        ax.text(i, min(top + 0.03, 1.06), mark, ha="center", fontsize=9)
     ax.axhline(0.5, ls=":", lw=0.8, color="k")
     ax.set_xticks(x, [f"L{k}" for k in layers])
     ax.set_ylim(0, 1.12)
@@ -351,7 +351,7 @@ def plot_tcav(path: Path, result: dict) -> None:
     what = f"class {t['class']} logit" if t["kind"] == "sequence_classification" else "MLM log-lik"
     ax.set_title(f"{result['concept']}: TCAV on {result['model']} ({what}, "
                  f"{result['proteins']} proteins)", fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

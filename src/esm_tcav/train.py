@@ -400,6 +400,7 @@ def inputs_record(ctx, granularity: str) -> dict:
     proteins = [[p.id, p.seq_hash, [[s.start, s.end, s.name] for s in p.spans]]
                 for p in ds.proteins]
     return {
+        "package_version": __version__,
         "seed": cfg.seed, "granularity": granularity, "layers": list(ctx.layers),
         "model_name": ctx.model_name, "model_fingerprint": ctx.loaded.fingerprint,
         "data": data, "train": cfg.train.model_dump(mode="json"),

@@ -1,0 +1,214 @@
+"""Scan throughput on a GPU for an ESM-2 650M-sized model, and bfloat16 vs float32 agreement.
+
+Written to run where a GPU is lent (it was NOT run when it was written: no GPU was available).
+Without --model-path the model has ESM-2 650M's shapes (33 layers, hidden 1280, 20 heads,
+intermediate 5120) with random weights: throughput does not depend on the weight values, and
+nothing is downloaded. With --model-path (a Hugging Face folder or fair-esm .pt of
+esm2_t33_650M_UR50D) the real weights are used.
+
+Same proteins for every variant (synthetic, UniProt-like lengths: log-normal around 350
+residues, some longer than the 1,022-residue window so tiling is exercised), 10 concepts on
+layers 11/22/33 (one product on the device, only [tokens, 10] scores come back):
+
+- padded float32 (reference, HF modules, SDPA with mask) on a subset
+- padded bfloat16 (HF modules, length-sorted token-budget batches)
+- packed bfloat16 (no padding, varlen flash attention, fused q/k/v)
+- packed bfloat16 + torch.compile
+- embedding alone, padded bfloat16 (`Embedder`: 3 layers' states to the host)
+
+Reports tokens/s and residues/s, padding, peak GPU memory, and for bfloat16 vs float32 on the
+subset: max |score difference| / score SD per concept and the fraction of residue calls
+(score >= the concept's 90th-percentile threshold) that differ.
+
+    python benchmarks/gpu_scan.py [--proteins 3000] [--toks-per-batch 16384,65536] \
+        [--model-path DIR] [--out $OUT/gpu_scan.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from esm_tcav.cav import CAV  # noqa: E402
+from esm_tcav.embed import Embedder  # noqa: E402
+from esm_tcav.gpu import Projection, ScanEngine, describe_device  # noqa: E402
+from esm_tcav.models import LoadedModel, load_model  # noqa: E402
+from esm_tcav.registry import get_spec  # noqa: E402
+from esm_tcav.sequences import Protein  # noqa: E402
+from esm_tcav.tokens import Alphabet  # noqa: E402
+
+SHAPES = {  # registry entry, hidden, layers, heads, intermediate, concept layers
+    "650M": ("esm2_t33_650M_UR50D", 1280, 33, 20, 5120, [11, 22, 33]),
+    "8M": ("esm2_t6_8M_UR50D", 320, 6, 20, 1280, [2, 4, 6]),  # for a quick smoke run
+}
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+LAYERS: list[int] = SHAPES["650M"][5]
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def random_model(shape: str, device: str) -> LoadedModel:
+    from transformers import EsmConfig, EsmModel
+
+    name, hidden, layers, heads, inter, _ = SHAPES[shape]
+    spec = get_spec(name)
+    cfg = EsmConfig(vocab_size=len(spec.vocab), hidden_size=hidden, num_hidden_layers=layers,
+                    num_attention_heads=heads, intermediate_size=inter,
+                    max_position_embeddings=1026, position_embedding_type="rotary",
+                    token_dropout=True, emb_layer_norm_before=False, mask_token_id=32,
+                    pad_token_id=1, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = EsmModel(cfg, add_pooling_layer=False).eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(encoder=model, spec=spec, alphabet=Alphabet(spec.vocab),
+                       fingerprint=f"random-{shape}", source=f"random weights, {name} shapes")
+
+
+def get_model(args) -> LoadedModel:
+    if args.model_path:
+        return load_model(SHAPES[args.shape][0], args.model_path, device=args.device,
+                          dtype="float32")
+    return random_model(args.shape, args.device)
+
+
+def proteins(n: int, seed: int = 0) -> list[Protein]:
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(np.log(350), 0.6, n), 30, 2500).astype(int)
+    return [Protein(f"p{i}", "".join(rng.choice(list(AMINO), int(length))))
+            for i, length in enumerate(lengths)]
+
+
+def concepts(hidden: int, n: int = 10) -> list[CAV]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        d = rng.normal(size=hidden).astype(np.float32)
+        out.append(CAV(f"c{i}", LAYERS[i % 3], d / np.linalg.norm(d), 0.0))
+    return out
+
+
+def timed(fn) -> tuple[float, object]:
+    sync()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = fn()
+    sync()
+    return time.perf_counter() - t0, result
+
+
+def run_engine(loaded, proj, prots, mode, tpb, compile_=False) -> dict:
+    engine = ScanEngine(loaded, proj, toks_per_batch=tpb, mode=mode)
+    if compile_:
+        from esm_tcav.gpu import PackedEncoder
+
+        engine.packed = PackedEncoder(loaded, compile=True)
+    list(engine.score(prots[:16]))  # warm-up (and compilation)
+    engine.stats = {"batches": 0, "token_slots": 0, "tokens": 0}
+    secs, scores = timed(lambda: dict(engine.score(prots)))
+    st = engine.stats
+    return {"seconds": secs, "scores": scores, "tokens": st["tokens"],
+            "padding_fraction": 1 - st["tokens"] / st["token_slots"],
+            "batches": st["batches"],
+            "peak_gpu_gib": peak_gib()}
+
+
+def agreement(ref: dict, got: dict) -> dict:
+    diffs, flips, total = [], 0, 0
+    ref_all = np.concatenate([ref[i] for i in sorted(ref)])
+    got_all = np.concatenate([got[i] for i in sorted(ref)])
+    sd = ref_all.std(axis=0) + 1e-9
+    thr = np.quantile(ref_all, 0.9, axis=0)
+    diffs = (np.abs(got_all - ref_all).max(axis=0) / sd).tolist()
+    flips = int(((got_all >= thr) != (ref_all >= thr)).sum())
+    total = ref_all.size
+    return {"max_abs_diff_over_sd_per_concept": [round(d, 4) for d in diffs],
+            "call_flips": flips, "calls": total, "call_flip_fraction": flips / total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--proteins", type=int, default=3000)
+    ap.add_argument("--check-proteins", type=int, default=200)
+    ap.add_argument("--toks-per-batch", default="16384,65536")
+    ap.add_argument("--model-path", default=None)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="650M")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark measures the GPU path; run it on a GPU machine "
+                 "(--device cpu --shape 8M --proteins 20 only checks that the script runs)")
+    global LAYERS
+    LAYERS = SHAPES[args.shape][5]
+    loaded = get_model(args)
+    prots = proteins(args.proteins)
+    check = prots[: args.check_proteins]
+    residues = sum(len(p.sequence) for p in prots)
+    cavs = concepts(loaded.spec.hidden_size)
+    proj = Projection.from_cavs(cavs, loaded.spec.hidden_size)
+    report: dict = {"device": describe_device(args.device), "torch": torch.__version__,
+                    "model": loaded.source, "proteins": len(prots), "residues": residues,
+                    "concepts": len(cavs), "layers": LAYERS, "variants": {}}
+
+    ref = run_engine(loaded, proj, check, "padded", 16384)  # float32 reference (subset)
+    report["variants"]["padded float32 (subset)"] = {
+        "tokens_per_s": round(ref["tokens"] / ref["seconds"]),
+        "proteins": len(check), "peak_gpu_gib": round(ref["peak_gpu_gib"], 2)}
+    loaded.encoder.to(torch.bfloat16)
+    for tpb in [int(x) for x in args.toks_per_batch.split(",")]:
+        variants = [("padded bf16", "padded", False), ("packed bf16 varlen", "packed", False)]
+        if not args.no_compile:
+            variants.append(("packed bf16 varlen + compile", "packed", True))
+        for name, mode, comp in variants:
+            key = f"{name}, {tpb} tokens/batch"
+            try:
+                res = run_engine(loaded, proj, prots, mode, tpb, comp)
+            except Exception as exc:  # report and go on: one failing variant is a result too
+                report["variants"][key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                print(key, "failed:", exc, flush=True)
+                continue
+            sub = {i: res["scores"][i] for i in range(len(check))}
+            report["variants"][key] = {
+                "seconds": round(res["seconds"], 2),
+                "tokens_per_s": round(res["tokens"] / res["seconds"]),
+                "residues_per_s": round(residues / res["seconds"]),
+                "proteins_per_s": round(len(prots) / res["seconds"], 1),
+                "padding_fraction": round(res["padding_fraction"], 4),
+                "batches": res["batches"], "peak_gpu_gib": round(res["peak_gpu_gib"], 2),
+                "bf16_vs_fp32": agreement(ref["scores"], sub)}
+            print(key, json.dumps(report["variants"][key]), flush=True)
+        emb = Embedder(loaded, LAYERS, toks_per_batch=tpb)
+        secs, _ = timed(lambda e=emb: sum(1 for _ in e.iter_residue_states(prots)))
+        report["variants"][f"embedding alone bf16 (3 layers to host), {tpb} tokens/batch"] = {
+            "seconds": round(secs, 2), "residues_per_s": round(residues / secs),
+            "peak_gpu_gib": round(peak_gib(), 2)}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
