@@ -36,8 +36,15 @@ def _overrides(pairs: list[str] | None) -> dict:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the console shows warnings (INFO with -v); the run's log file gets INFO either way
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not getattr(h, "_esm_tcav_console", False)]
+    console._esm_tcav_console = True
+    root.addHandler(console)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -102,11 +109,11 @@ def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
 
 @app.command()
 @_guard
-def train(config: ConfigArg, set_: SetOpt = None):
+def train(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False):
     """Train concept CAVs and random CAVs per layer, with statistics and thresholds."""
     from .pipeline import run_step
 
-    _print(run_step(_context(config, set_), "train"))
+    _print(run_step(_context(config, set_), "train", force=force))
 
 
 @app.command()

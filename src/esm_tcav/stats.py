@@ -88,6 +88,11 @@ def layer_statistics(concept_auroc: float, fold_aurocs: Sequence[float],
     }
 
 
+def is_significant(q: float | None, alpha: float) -> bool:
+    """q <= alpha, tolerant of the rounding in p * m / rank (0.05000000000000001 is 0.05)."""
+    return q is not None and q <= alpha * (1 + 1e-9)
+
+
 def add_qvalues(per_layer: dict, alpha: float) -> None:
     """BH q over the layers' empirical p (in place), with a verdict said in words."""
     keys = list(per_layer)
@@ -96,7 +101,7 @@ def add_qvalues(per_layer: dict, alpha: float) -> None:
         s = per_layer[k]
         s["q"] = None if not np.isfinite(qv) else float(qv)
         s["alpha"] = alpha
-        s["significant"] = bool(s["q"] is not None and s["q"] <= alpha)
+        s["significant"] = is_significant(s["q"], alpha)
         s["verdict"] = verdict(s, alpha)
 
 

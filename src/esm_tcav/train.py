@@ -237,14 +237,35 @@ def cross_validate(fit, decide, y: np.ndarray, groups: np.ndarray, folds: int,
         return {"folds_requested": folds, "folds_used": 0, "fold_aurocs": [],
                 "note": "too few proteins per class for cross-validation"}
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    aucs = []
+    aucs, fold_models = [], []
     for tr, va in cv.split(np.zeros(y.size), y, groups):
         if y[tr].min() == y[tr].max() or y[va].min() == y[va].max():
             continue
         clf = fit(tr, y[tr])
         aucs.append(float(roc_auc_score(y[va], decide(clf, va))))
+        fold_models.append((np.unique(groups[va]), clf))
     return {"folds_requested": folds, "folds_used": k, "fold_aurocs": aucs,
-            "grouped_by": "protein", "seed": seed}
+            "grouped_by": "protein", "seed": seed, "_fold_models": fold_models}
+
+
+def out_of_fold_scores(fold_models: list, examples: Examples, store, layer: int, concept: str
+                       ) -> np.ndarray | None:
+    """Scores of every example from the CV fold model that did not see its protein.
+
+    Thresholds are set on these (training proteins only), so detection metrics on the held-out
+    proteins are not tuned on them.
+    """
+    if not fold_models:
+        return None
+    scores = np.full(len(examples), np.nan, dtype=np.float32)
+    for val_proteins, clf in fold_models:
+        rows = np.nonzero(np.isin(examples.prot, val_proteins))[0]
+        if rows.size:
+            cav = CAV.from_classifier(clf, concept, layer)
+            part = Examples(examples.kind, examples.proteins, examples.prot[rows],
+                            examples.start[rows], examples.end[rows], examples.y[rows], {})
+            scores[rows] = part.score(store, layer, cav.direction[None], np.array([cav.bias]))[:, 0]
+    return None if np.isnan(scores).any() else scores
 
 
 def random_labels(mode: str, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
@@ -279,7 +300,8 @@ class LayerResult:
 
 
 def train_layer(store, layer: int, train_ex: Examples, test_ex: Examples,
-                residue_test: Examples | None, cfg, concept: str, granularity: str) -> LayerResult:
+                residue_test: Examples | None, cfg, concept: str, granularity: str,
+                threshold_ex: Examples | None = None) -> LayerResult:
     """Fit, cross-validate, draw random CAVs and evaluate one layer on held-out proteins."""
     t0 = time.perf_counter()
     tc = cfg.train
@@ -297,11 +319,11 @@ def train_layer(store, layer: int, train_ex: Examples, test_ex: Examples,
         if X.size * X.shape[1] < SMALL_BLAS_WORK:
             stack.enter_context(threadpool_limits(1, user_api="blas"))
         return _fit_evaluate(store, layer, X, y, factory, train_ex, test_ex, residue_test, cfg,
-                             concept, granularity, t0)
+                             concept, granularity, t0, threshold_ex)
 
 
 def _fit_evaluate(store, layer, X, y, factory, train_ex, test_ex, residue_test, cfg, concept,
-                  granularity, t0) -> LayerResult:
+                  granularity, t0, threshold_ex=None) -> LayerResult:
     tc, seed = cfg.train, cfg.seed
     clf = factory()
     # Standardization and PCA see no labels: fit them once on the training examples and share
@@ -345,6 +367,7 @@ def _fit_evaluate(store, layer, X, y, factory, train_ex, test_ex, residue_test, 
         entry.update(auroc=ra, auprc=rp)
         r_aucs.append(ra)
 
+    fold_models = cv.pop("_fold_models", [])
     if residue_test is None:  # no spans: thresholds on whole proteins
         thr_scores, thr_labels, level = S[:, 0], yt, test_ex.kind
         residue_auroc = None
@@ -355,9 +378,17 @@ def _fit_evaluate(store, layer, X, y, factory, train_ex, test_ex, residue_test, 
             thr_scores = residue_test.score(store, layer, D[:1], b[:1])[:, 0]
         thr_labels, level = residue_test.y, "residue"
         residue_auroc = _auc(thr_labels.astype(np.int64), thr_scores)[0]
+    thresholds_from = "held-out test proteins (too few training proteins for CV)"
+    thr_ex = threshold_ex if threshold_ex is not None else (
+        train_ex if residue_test is None else None)
+    oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept) if thr_ex else None
+    if oof is not None:
+        thr_scores, thr_labels = oof, thr_ex.y
+        thresholds_from = "out-of-fold CV scores of the training proteins"
     thc = cfg.thresholds
     thresholds = build_thresholds(layer, granularity, thr_scores, thr_labels,
                                   thc.precision_at_recall, thc.fpr, thc.method, level)
+    thresholds["calibrated_on"] = thresholds_from
 
     st = layer_statistics(auroc, cv["fold_aurocs"], r_aucs)
     st["auroc"] = auroc
@@ -502,14 +533,15 @@ def run_train(ctx, force: bool = False) -> dict:
     train_ex = plan_examples(granularity, train_pos, train_neg, cfg.train.residue_cap, cfg.seed)
     test_ex = plan_examples(granularity, test_pos, test_neg, cfg.train.residue_cap, cfg.seed,
                             test=True)
-    residue_test = None
+    residue_test = threshold_ex = None
     if ds.has_spans:
         residue_test = test_ex if granularity == "residue" else all_residue_examples(test_pos,
                                                                                      test_neg)
+        threshold_ex = all_residue_examples(train_pos, train_neg)
     results = {}
     for layer in ctx.layers:
         results[layer] = train_layer(ctx.store, layer, train_ex, test_ex, residue_test, cfg,
-                                     ds.concept, granularity)
+                                     ds.concept, granularity, threshold_ex)
         log.info("train: layer %d held-out AUROC %.3f (%.1f s)", layer,
                  results[layer].report["heldout"]["auroc"], results[layer].report["seconds"])
     per_layer = {layer: r.stats for layer, r in results.items()}
