@@ -263,9 +263,9 @@ def test_shipped_library_config_is_valid():
                     assert (root / "configs" / value).is_file(), value
 
 
-def test_cli_build_and_scan(built, tmp_path):
-    result = CliRunner().invoke(app, ["library", "build", str(built["config"]), "--out",
-                                      str(tmp_path / "lib")])
+def test_cli_build_and_scan(built, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out: derived data paths must still resolve
+    result = CliRunner().invoke(app, ["library", "build", str(built["config"]), "--out", "lib"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["concepts"]) == {"motif", "tm_motif", "bind_motif"}

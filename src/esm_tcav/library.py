@@ -680,7 +680,7 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
     config_path = Path(config_path)
     spec = load_library_config(config_path)
     base = config_path.parent.resolve()
-    out = Path(out)
+    out = Path(out).resolve()  # derived data paths must not depend on the working directory
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
@@ -735,7 +735,7 @@ def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
     The run goes to `<library>/work/<concept>/` (the config's output_dir is not used); the
     library's model must be the config's model (checked before any training).
     """
-    root = Path(library_dir)
+    root = Path(library_dir).resolve()
     name = _check_name(cfg.data.concept)
     if (root / INDEX).is_file():
         have = read_index(root)["model"]
