@@ -2,11 +2,11 @@
 
 One-pass mode (default): one forward pass per protein (tiles for long ones) gives every residue's
 state at the tapped layer; projecting it on the CAV gives a per-residue score, and a centered
-moving average of width `detect.smoothing_window` equals scoring the mean-pooled window (the CAV
-is linear), so the published sliding-window method is a special case at a fraction of the cost.
-Sliding-window mode re-embeds every window (`detect.window`, `detect.stride`) as its own
-sequence, mean-pools it, scores it, and gives each residue the mean score of the windows that
-cover it; it is kept to compare (see benchmarks/detect_cost.py).
+moving average of width `detect.smoothing_window` equals scoring the mean-pooled window of
+full-context states (the CAV is linear), so window pooling costs no extra forward pass.
+Sliding-window mode (the published method) re-embeds every window (`detect.window`,
+`detect.stride`) as its own sequence, mean-pools it, scores it, and gives each residue the mean
+score of the windows that cover it; it is kept to compare (see benchmarks/detect_cost.py).
 
 Spans come from the threshold registry (`thresholds.method`) with `detect.min_span_length` and
 `detect.merge_gap`. Thresholds are calibrated on unsmoothed per-residue scores; a moving average
@@ -17,7 +17,8 @@ threshold, with the same method, on the sliding-window scores of training protei
 `CALIBRATION_PROTEINS` positives with spans and as many negatives, a seeded draw).
 
 Outputs, under ``<output_dir>/detections/<model>/<set>/L<layer>[-sliding]/`` where ``<set>`` is
-``test`` (the held-out proteins of the dataset) or the ``--input`` file's stem:
+``test`` (the held-out proteins of the dataset) or the ``--input`` file's name up to its first
+dot (``input_test`` for a file called ``test.*``):
 
 - ``spans.gff3``  GFF3, 1-based inclusive, one feature per span (score = mean span score)
 - ``spans.tsv``   the same spans as a table
@@ -237,6 +238,8 @@ def _gather(ctx, input_path: Path | None) -> tuple[list[Protein], dict, list[str
     # Proteins without annotations count as negatives only when the file annotates some.
     negatives = [p.id for p in proteins if p.id not in truth] if truth else []
     name = input_path.name.split(".")[0] or "input"
+    if name == "test":  # never overwrite the held-out set's results
+        name = "input_test"
     return proteins, truth, negatives, name
 
 

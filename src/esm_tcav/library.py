@@ -540,6 +540,8 @@ def train_concept(ctx, hmm: HmmCheck | None = None, base: Path | None = None) ->
                          f"{len(split.get('test', {}).get('negatives', []))}",
         "train_proteins": f"{len(split.get('train', {}).get('positives', []))}/"
                           f"{len(split.get('train', {}).get('negatives', []))}",
+        "threshold_calibrated_on": art.thresholds.get("calibrated_on",
+                                                      art.thresholds.get("computed_on")),
         "cav_version": int(trained["version"]), "run": str(ctx.out),
         "detections": detected.get("output"),
     }

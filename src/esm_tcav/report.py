@@ -230,7 +230,9 @@ class RunData:
         if not found:
             return
         # the held-out test set is the one the report is about; newest first otherwise
-        found.sort(key=lambda f: (f[2].get("set") == "test", f[0]), reverse=True)
+        # (one-pass mode before the sliding-window comparison mode)
+        found.sort(key=lambda f: (f[2].get("set") == "test", f[2].get("mode") != "sliding-window",
+                                  f[0]), reverse=True)
         _, self.detection_dir, self.detection = found[0]
         self.other_detections = [(d, s) for _, d, s in found[1:]]
 

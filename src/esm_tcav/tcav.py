@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .errors import ArtifactError, ConfigError, ModelMismatchError
+from .stats import bh_qvalues, is_significant
 
 log = logging.getLogger("esm_tcav.tcav")
 
@@ -180,14 +181,6 @@ def compare_to_randoms(concept: float, randoms: list[float]) -> dict:
 
 
 def _bh(pvalues: list[float | None]) -> list[float | None]:
-    try:
-        from .stats import bh_qvalues
-    except ImportError:  # pragma: no cover - stats.py ships with the package
-        from scipy.stats import false_discovery_control
-
-        ok = [p for p in pvalues if p is not None]
-        q = iter(false_discovery_control(ok, method="bh") if ok else [])
-        return [None if p is None else float(next(q)) for p in pvalues]
     return [None if not np.isfinite(v) else float(v) for v in bh_qvalues(pvalues)]
 
 
@@ -274,7 +267,7 @@ def run_tcav(ctx) -> dict:
     for k, q in zip(keys, _bh([layers_out[k]["p"] for k in keys]), strict=True):
         row = layers_out[k]
         row["q"] = q
-        row["significant"] = bool(q is not None and q <= alpha)
+        row["significant"] = is_significant(q, alpha)
         row["verdict"] = _verdict(row, alpha)
     result = {
         "model": ctx.model_name, "fingerprint": loaded.fingerprint, "concept": cfg.data.concept,
