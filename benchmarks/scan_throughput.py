@@ -1,8 +1,8 @@
 """Scan throughput on this CPU with the t6 backbone: what do the concepts cost?
 
 Same proteins (a slice of the demo set), same batches, one process, variants interleaved and
-repeated (the best time of each is kept, so other load on the machine penalizes every variant
-alike):
+repeated (ratios use the median time of each, so other load on the machine penalizes every
+variant alike; on a shared 2-core machine single runs vary by +-10%):
 
 - forward only: the model run to the deepest concept layer on the scan's batches, nothing kept
 - scan, 1 concept / 10 concepts: the whole `run_scan` (lazy FASTA, forward, one projection on
@@ -143,20 +143,24 @@ def throughput(args) -> dict:
         stage = concept_stage(loaded, proteins, args.toks_per_batch,
                               {"1 concept": lib1, "10 concepts": lib10})
     best = {k: min(v) for k, v in times.items()}
-    f, s1, s10 = best["forward only"], best["scan, 1 concept"], best["scan, 10 concepts"]
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    f, s1, s10 = med["forward only"], med["scan, 1 concept"], med["scan, 10 concepts"]
     return {
         "proteins": len(proteins), "residues": residues, "repeats": args.repeats,
         "toks_per_batch": args.toks_per_batch, "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
         "seconds_best": {k: round(v, 2) for k, v in best.items()},
+        "seconds_median": {k: round(v, 2) for k, v in med.items()},
         "seconds_all": {k: [round(x, 2) for x in v] for k, v in times.items()},
-        "residues_per_second": {k: round(residues / v, 1) for k, v in best.items()},
+        "residues_per_second_median": {k: round(residues / v, 1) for k, v in med.items()},
+        # ratios of medians (the best-of-n of one variant can be a lucky quiet moment)
         "overhead_10_concepts_vs_forward": round(s10 / f - 1, 4),
         "overhead_10_vs_1_concept": round(s10 / s1 - 1, 4),
-        "scan_10_vs_embedding_alone": round(best["embedding alone (3 layers to host)"] / s10, 3),
+        "embedding_alone_time_over_scan_10": round(med["embedding alone (3 layers to host)"]
+                                                   / s10, 3),
         "concept_stage_seconds": {k: round(v, 4) for k, v in stage.items()},
-        "concept_stage_10_vs_forward": round(stage["10 concepts"] / f, 4),
-        "concept_stage_1_vs_forward": round(stage["1 concept"] / f, 4),
+        "concept_stage_10_vs_forward": round(stage["10 concepts"] / best["forward only"], 4),
+        "concept_stage_1_vs_forward": round(stage["1 concept"] / best["forward only"], 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
@@ -222,6 +226,10 @@ def memory(sizes: list[int], max_length: int) -> list[dict]:
         k = max(1, len(samples) // 10)
         result.update({"rss_mb_median_first_10pct": round(float(np.median(samples[:k])), 1),
                        "rss_mb_median_last_10pct": round(float(np.median(samples[-k:])), 1),
+                       "rss_mb_max_sampled": round(max(samples), 1) if samples else None,
+                       "rss_mb_median_by_tenth_of_run": [
+                           round(float(np.median(samples[i * k : (i + 1) * k])), 1)
+                           for i in range(min(10, len(samples) // k))],
                        "rss_samples": len(samples)})
         out.append(result)
         print("memory:", json.dumps(result), flush=True)

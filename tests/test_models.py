@@ -126,3 +126,13 @@ def test_t6_batched_vs_single_and_tiling(t6):
         worst = max(worst, float(np.abs(s[6] - batched[p.id][6]).max()))
     print(f"max abs diff batched vs one-by-one: {worst:.2e}")
     assert worst < 1e-3
+
+
+def test_packed_embedder_equals_hugging_face_padded(tiny_hf_folder, tiny_registry):
+    m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    packed = {p.id: s for p, s in Embedder(m, [0, 2, 3]).iter_residue_states(proteins())}
+    padded = {p.id: s for p, s in Embedder(m, [0, 2, 3], mode="padded")
+              .iter_residue_states(proteins())}
+    for pid, states in padded.items():
+        for layer in (0, 2, 3):
+            assert np.abs(states[layer] - packed[pid][layer]).max() < 1e-4

@@ -60,8 +60,11 @@ def stitch(length: int, tiles: dict[int, np.ndarray], window: int) -> np.ndarray
 class Embedder:
     """Per-residue hidden states at the tapped layers for any number of proteins.
 
-    Proteins are read in chunks, sorted by length inside a chunk, and packed into batches whose
-    padded size stays under `toks_per_batch` tokens, so memory does not grow with the input.
+    Proteins are read in chunks, sorted by length inside a chunk, and grouped into batches of at
+    most `toks_per_batch` tokens, so memory does not grow with the input. `mode="packed"` (the
+    default) concatenates a batch's proteins into one row with no padding and attends within
+    each protein (`gpu.PackedEncoder`: varlen flash attention on CUDA, one SDPA call per protein
+    elsewhere); `mode="padded"` runs the Hugging Face modules on padded rows.
     """
 
     def __init__(
@@ -74,8 +77,17 @@ class Embedder:
         chunk_size: int = 2048,
         log_dir: Path | None = None,
         alphabet: Alphabet | None = None,
+        mode: str = "packed",
     ):
         self.loaded = loaded
+        if mode not in ("packed", "padded"):
+            raise ConfigError(f"embed mode {mode!r} unknown; use packed or padded")
+        self.mode = mode
+        self._packed = None
+        if mode == "packed":
+            from .gpu import PackedEncoder
+
+            self._packed = PackedEncoder(loaded)
         self.layers = sorted(layers)
         if max(self.layers) > loaded.num_layers or min(self.layers) < 0:
             raise ConfigError(f"layers {layers} out of range 0..{loaded.num_layers}")
@@ -96,17 +108,26 @@ class Embedder:
     def _batches(self, pieces: list[_Piece]) -> Iterator[list[_Piece]]:
         pieces = sorted(pieces, key=lambda p: len(p.seq), reverse=True)
         batch: list[_Piece] = []
+        used = 0
         for p in pieces:
-            width = len(batch[0].seq) + 2 if batch else len(p.seq) + 2
-            if batch and width * (len(batch) + 1) > self.toks_per_batch:
+            if self.mode == "packed":  # tokens actually computed: no padding
+                used += len(p.seq) + 2
+                full = used > self.toks_per_batch
+            else:  # rows are padded to the longest (the first: sorted longest first)
+                width = len(batch[0].seq) + 2 if batch else len(p.seq) + 2
+                full = width * (len(batch) + 1) > self.toks_per_batch
+            if batch and full:
                 yield batch
                 batch = []
+                used = len(p.seq) + 2
             batch.append(p)
         if batch:
             yield batch
 
     def forward_batch(self, seqs: list[str], ids: list[str]) -> list[dict[int, np.ndarray]]:
         """States [len(seq), H] per sequence and layer, checked by the indexing guard."""
+        if self._packed is not None:
+            return self._forward_packed(seqs, ids)
         tokens, mask = self.alphabet.batch(seqs)
         device = self.loaded.device
         with torch.inference_mode():
@@ -117,6 +138,27 @@ class Embedder:
         for r, (seq, pid) in enumerate(zip(seqs, ids, strict=True)):
             off = self.guard.residue_offset(rows[r], seq, pid)
             results.append({layer: host[layer][r, off : off + len(seq)] for layer in self.layers})
+        return results
+
+    def _forward_packed(self, seqs: list[str], ids: list[str]) -> list[dict[int, np.ndarray]]:
+        encoded = [self.alphabet.encode(s) for s in seqs]
+        cu = [0]
+        for e in encoded:
+            cu.append(cu[-1] + len(e))
+        device = self.loaded.device
+        tokens = torch.tensor([t for e in encoded for t in e], dtype=torch.long)
+        positions = torch.cat([torch.arange(len(e)) for e in encoded])
+        with torch.inference_mode():
+            out = self._packed(tokens.to(device), torch.tensor(cu, dtype=torch.int32,
+                                                               device=device),
+                               cu, positions.to(device), max(len(e) for e in encoded),
+                               self.layers)
+            host = {layer: t.float().cpu().numpy() for layer, t in out.items()}
+        results = []
+        for r, (seq, pid) in enumerate(zip(seqs, ids, strict=True)):
+            start = cu[r] + self.guard.residue_offset(encoded[r], seq, pid)
+            results.append({layer: host[layer][start : start + len(seq)]
+                            for layer in self.layers})
         return results
 
     # ------------------------------------------------------------------ public

@@ -341,7 +341,6 @@ class ConceptSpec(_Strict):
     pdna: PdnaSource | None = None
     max_train: int = Field(120, ge=4)  # per class, for tmbed/pdna sources
     max_test: int = Field(60, ge=4)
-    gff_type: str | None = None
     hmm_check: HmmCheck | None = None
     provenance: dict = Field(default_factory=dict)
     embed: dict = Field(default_factory=dict)
@@ -481,9 +480,7 @@ def _shared_context(cfg: Config, loaded, store_root: Path):
 
     ctx = RunContext(cfg)
     if loaded is not None:
-        ctx.loaded = loaded
-        if ctx.loaded.fingerprint != loaded.fingerprint:  # pragma: no cover - same object
-            raise ModelMismatchError("internal: shared model mismatch")
+        ctx.loaded = loaded  # every concept of a build has the same model section
     ctx.store = EmbeddingStore(store_root, ctx.loaded.fingerprint, cfg.embed.residue_dtype)
     return ctx
 
@@ -716,8 +713,6 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
                              f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
                              f"by protein (test fraction {c.pdna.negatives_test_fraction})")
         concept.provenance = _provenance(cfg, extra, counts)
-        if c.gff_type:
-            concept.provenance["gff_type"] = c.gff_type
         add_to_library(out, _model_record(loaded, cfg), concept)
         results[c.name] = round(time.perf_counter() - t0, 1)
     recompute_q(out)
