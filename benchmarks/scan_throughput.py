@@ -4,10 +4,12 @@ Same proteins (a slice of the demo set), same batches, one process, variants int
 repeated (ratios use the median time of each, so other load on the machine penalizes every
 variant alike; on a shared 2-core machine single runs vary by +-10%):
 
-- forward only: the model run to the deepest concept layer on the scan's batches, nothing kept
+- forward only: the model run to the deepest concept layer on the scan's batches (packed rows,
+  the engine's default), nothing kept
 - scan, 1 concept / 10 concepts: the whole `run_scan` (lazy FASTA, forward, one projection on
   the device, spans per concept, GFF3/TSV written and fsynced, checkpoint)
 - embedding alone: `Embedder` bringing layers 2, 4, 6 back to the host (what `embed` does)
+- the scan engine alone, packed rows vs padded batches (why packed is the default on the CPU)
 
 `--memory N1,N2` scans N synthetic proteins (sequences sampled from the negative pools of
 data/, windows of at most --max-length residues, renamed) in a child process each and reports
@@ -34,7 +36,7 @@ from _common import ROOT, demo_proteins, peak_rss_mb
 
 from esm_tcav.cav import CAV
 from esm_tcav.embed import Embedder
-from esm_tcav.gpu import Projection, padded_batches
+from esm_tcav.gpu import PackedEncoder, Projection, ScanEngine, packed_batches, padded_batches
 from esm_tcav.library import LibraryConcept, add_to_library
 from esm_tcav.models import load_model
 from esm_tcav.scan import run_scan
@@ -68,12 +70,24 @@ def write_fasta(path: Path, proteins: list[Protein]) -> Path:
     return path
 
 
-def forward_only(loaded, proteins: list[Protein], toks_per_batch: int) -> None:
+def forward_only(loaded, proteins: list[Protein], toks_per_batch: int,
+                 mode: str = "packed") -> None:
+    """The model alone on the scan's batches (packed rows, as the scan engine's default)."""
     lengths = [len(p.sequence) for p in proteins]
+    if mode == "padded":
+        with torch.inference_mode():
+            for batch in padded_batches(lengths, toks_per_batch):
+                tokens, mask = loaded.alphabet.batch([proteins[i].sequence for i in batch])
+                loaded.run_layers(tokens, mask, [max(LAYERS)])
+        return
+    encoder = PackedEncoder(loaded)
     with torch.inference_mode():
-        for batch in padded_batches(lengths, toks_per_batch):
-            tokens, mask = loaded.alphabet.batch([proteins[i].sequence for i in batch])
-            loaded.run_layers(tokens, mask, [max(LAYERS)])
+        for batch in packed_batches(lengths, toks_per_batch):
+            enc = [loaded.alphabet.encode(proteins[i].sequence) for i in batch]
+            sizes = [len(e) for e in enc]
+            cu = [0, *np.cumsum(sizes).tolist()]
+            encoder(torch.tensor([t for e in enc for t in e]), torch.tensor(cu, dtype=torch.int32),
+                    cu, torch.cat([torch.arange(n) for n in sizes]), max(sizes), [max(LAYERS)])
 
 
 def concept_stage(loaded, proteins: list[Protein], toks_per_batch: int, libs: dict) -> dict:
@@ -104,6 +118,23 @@ def concept_stage(loaded, proteins: list[Protein], toks_per_batch: int, libs: di
                         protein_lines(proteins[i], scores[r, 1 : lengths[i] + 1], lib)
             best = min(best, time.perf_counter() - t0)
         out[name] = best
+    return out
+
+
+def engine_modes(loaded, proteins: list[Protein], toks_per_batch: int, repeats: int) -> dict:
+    """Scan engine alone (10 concepts), packed rows vs padded batches: the CPU default's why."""
+    proj = Projection.from_cavs(concepts(10, loaded.spec.hidden_size), loaded.spec.hidden_size)
+    out = {}
+    for mode in ("padded", "packed"):
+        engine = ScanEngine(loaded, proj, toks_per_batch=toks_per_batch, mode=mode)
+        list(engine.score(proteins[:4]))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in engine.score(proteins):
+                pass
+            times.append(time.perf_counter() - t0)
+        out[mode] = round(float(np.median(times)), 2)
     return out
 
 
@@ -142,6 +173,7 @@ def throughput(args) -> dict:
                 times[name].append(time.perf_counter() - t0)
         stage = concept_stage(loaded, proteins, args.toks_per_batch,
                               {"1 concept": lib1, "10 concepts": lib10})
+        modes = engine_modes(loaded, proteins, args.toks_per_batch, args.repeats)
     best = {k: min(v) for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in times.items()}
     f, s1, s10 = med["forward only"], med["scan, 1 concept"], med["scan, 10 concepts"]
@@ -161,6 +193,7 @@ def throughput(args) -> dict:
         "concept_stage_seconds": {k: round(v, 4) for k, v in stage.items()},
         "concept_stage_10_vs_forward": round(stage["10 concepts"] / best["forward only"], 4),
         "concept_stage_1_vs_forward": round(stage["1 concept"] / best["forward only"], 4),
+        "engine_seconds_median_10_concepts": modes,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 

@@ -209,7 +209,8 @@ def test_engine_scores_equal_embedder_states_projected(tiny, mode):
     engine = ScanEngine(tiny, Projection.from_cavs(cavs, 32), toks_per_batch=200, window=64,
                         tile_overlap=16, mode=mode)
     got = dict(engine.score(proteins))
-    emb = Embedder(tiny, [1, 3], toks_per_batch=200, window=64, tile_overlap=16)
+    emb = Embedder(tiny, [1, 3], toks_per_batch=200, window=64, tile_overlap=16,
+                   mode="padded")  # the Hugging Face modules as the reference
     index = {p.id: i for i, p in enumerate(proteins)}
     for p, states in emb.iter_residue_states(proteins):
         i = index[p.id]
@@ -280,7 +281,8 @@ def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, plante
             scale = np.abs(want[i]).max(axis=0) + 1e-3
             err = np.abs(got[i] - want[i]).max(axis=0) / scale
             assert (err < 0.05).all(), (mode, i, err)
-    a = run_scan(planted["fasta"], planted["lib"], tmp_path / "f32", loaded=ref, progress=False)
+    a = run_scan(planted["fasta"], planted["lib"], tmp_path / "f32", loaded=ref, engine="padded",
+                 progress=False)
     b = run_scan(planted["fasta"], planted["lib"], tmp_path / "bf16", loaded=bf16,
                  engine="packed", progress=False)
     assert b["dtype"] == "bfloat16" and b["engine"] == "packed"

@@ -32,7 +32,7 @@ class ModelSection(_Section):
 
 
 class EmbedSection(_Section):
-    toks_per_batch: int = Field(8192, ge=64)
+    toks_per_batch: int = Field(4096, ge=64)
     window: int | None = Field(None, ge=8)  # residues per forward pass; None: the model's
     tile_overlap: int = Field(256, ge=0)
     per_residue: bool = True

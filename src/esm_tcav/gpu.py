@@ -6,15 +6,16 @@ the projection runs on the device and the host receives K numbers per residue.
 
 Two forward paths, the same results (checked by the tests against float32 on the CPU):
 
+- **packed** (the default): no padding at all. The tokens of many proteins are concatenated
+  into one row and attention runs per protein: variable-length flash attention on CUDA
+  (`torch.nn.attention.varlen.varlen_attn`, cumulative sequence lengths) in bfloat16/float16,
+  a loop of SDPA calls per protein elsewhere. ESM-2's layer is re-run from the Hugging Face
+  module's own weights (pre-LayerNorm attention with rotary q/k restarting at every protein,
+  pre-LayerNorm GELU MLP, residuals, final LayerNorm after the last layer, embeddings scaled by
+  0.88 for token dropout). Also the faster path on the CPU (t6, 2 cores: about 30% faster than
+  padded batches, measured with benchmarks/scan_throughput.py's engine comparison).
 - **padded**: length-sorted batches filled to a token budget, run through the Hugging Face
-  modules (`LoadedModel.run_layers`, SDPA attention). The default on the CPU.
-- **packed**: no padding at all. The tokens of many proteins are concatenated into one row and
-  attention runs per protein: variable-length flash attention on CUDA
-  (`torch.nn.attention.varlen.varlen_attn`, cumulative sequence lengths), a loop of SDPA calls
-  per protein elsewhere. ESM-2's layer is re-run from the Hugging Face module's own weights
-  (pre-LayerNorm attention with rotary q/k restarting at every protein, pre-LayerNorm GELU MLP,
-  residuals, final LayerNorm after the last layer, embeddings scaled by 0.88 for token dropout).
-  The default on CUDA in bfloat16/float16.
+  modules (`LoadedModel.run_layers`, SDPA attention with a padding mask); the reference.
 
 On CUDA, inputs go up from pinned memory with non-blocking copies, the scores come back through
 pinned buffers on a side stream, and the host stitches/thresholds batch n-1 while the device
@@ -380,9 +381,15 @@ class ScanEngine:
             raise ConfigError(f"scan engine {mode!r} unknown; use one of {', '.join(MODES)}")
         self.loaded = loaded
         self.device = loaded.device
-        if mode == "auto":
-            mode = "packed" if (self.device.type == "cuda"
-                                and loaded.dtype in (torch.bfloat16, torch.float16)) else "padded"
+        packed = None
+        if mode in ("auto", "packed"):
+            try:
+                packed = PackedEncoder(loaded, attention)
+            except ConfigError:
+                if mode == "packed":
+                    raise
+                log.info("packed forward not supported for this model; using padded batches")
+            mode = "packed" if packed is not None else "padded"
         self.mode = mode
         self.projection = projection.to(self.device)
         if max(projection.layers) > loaded.num_layers:
@@ -396,7 +403,7 @@ class ScanEngine:
         self.alphabet = loaded.alphabet
         log_path = Path(log_dir) / "indexing_corrections.jsonl" if log_dir else None
         self.guard = IndexingGuard(self.alphabet, log_path)
-        self.packed = PackedEncoder(loaded, attention) if mode == "packed" else None
+        self.packed = packed
         self.copier = HostCopier(self.device)
         self.stats = {"batches": 0, "token_slots": 0, "tokens": 0}
         index = self.alphabet.index
