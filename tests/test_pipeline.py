@@ -79,7 +79,7 @@ def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
     cfg = write_planted_run(tmp_path, tiny_hf_folder, tiny_registry)
     out = tmp_path / "out"
 
-    first = _invoke("run", str(cfg))
+    first = _invoke("run", str(cfg), "--json")
     assert first.exit_code == 0, first.output
     timings = json.loads(first.stdout)
     assert list(timings["steps"]) == ["embed", "train", "evaluate", "detect", "tcav", "report"]
@@ -103,6 +103,7 @@ def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
 
     # a second run redoes nothing: embeddings come from the store, CAVs from version 1
     second = _invoke("run", str(cfg))
+    assert "layer 3:" in second.stdout and "report: " in second.stdout
     assert second.exit_code == 0, second.output
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["steps"]["embed"]["result"]["embedded_now"] == 0
@@ -135,7 +136,7 @@ def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
 def test_steps_option_runs_only_those_steps(tmp_path, tiny_hf_folder, tiny_registry):
     cfg = write_planted_run(tmp_path, tiny_hf_folder, tiny_registry)
     out = tmp_path / "out"
-    res = _invoke("run", str(cfg), "--steps", "embed,train")
+    res = _invoke("run", str(cfg), "--steps", "embed,train", "--json")
     assert res.exit_code == 0, res.output
     assert list(json.loads(res.stdout)["steps"]) == ["embed", "train"]
     assert (out / "embeddings").is_dir() and (out / "cavs" / "tiny_esm2").is_dir()
@@ -147,7 +148,7 @@ def test_steps_option_runs_only_those_steps(tmp_path, tiny_hf_folder, tiny_regis
     # the config's own `steps` list is honoured too, and a later step reuses the earlier ones
     cfg2 = write_planted_run(tmp_path, tiny_hf_folder, tiny_registry,
                              steps=["embed", "train", "report"])
-    res = _invoke("run", str(cfg2))
+    res = _invoke("run", str(cfg2), "--json")
     assert res.exit_code == 0, res.output
     assert list(json.loads(res.stdout)["steps"]) == ["embed", "train", "report"]
     assert (out / "report.html").is_file() and not (out / "evaluations").exists()

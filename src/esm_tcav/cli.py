@@ -158,12 +158,18 @@ def report(config: ConfigArg, set_: SetOpt = None):
 @_guard
 def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
         steps: Annotated[str | None, typer.Option(
-            help="comma-separated steps to run (default: the config's steps)")] = None):
+            help="comma-separated steps to run (default: the config's steps)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the timings as JSON")] = False):
     """Chain embed → train → evaluate → detect → tcav → report from one config."""
-    from .pipeline import run_pipeline
+    from .pipeline import run_pipeline, summary_text
 
     chosen = [s.strip() for s in steps.split(",")] if steps else None
-    _print(run_pipeline(_context(config, set_), force=force, steps=chosen))
+    ctx = _context(config, set_)
+    result = run_pipeline(ctx, force=force, steps=chosen)
+    if as_json:
+        _print(result)
+    else:
+        typer.echo(summary_text(ctx, result["steps"]))
 
 
 @app.command()

@@ -115,3 +115,43 @@ def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> di
             log.info("step %s done in %.1f s", step, timings[step])
     return {"output_dir": str(ctx.out), "seconds": round(time.perf_counter() - total, 2),
             "steps": timings}
+
+
+def summary_text(ctx, timings: dict) -> str:
+    """What a user wants to read after `run`: the verdict per layer, detection, TCAV, where."""
+    import json as _json
+
+    try:
+        steps = _json.loads((ctx.out / "run_manifest.json").read_text())["steps"]
+    except (OSError, ValueError, KeyError):
+        steps = {}
+    res = {k: v.get("result") or {} for k, v in steps.items()}
+    lines = []
+    train = res.get("train", {})
+    if train.get("layers"):
+        lines.append(f"concept {train.get('concept')!r} in {train.get('model')} "
+                     f"(CAV v{train.get('version')}, {train.get('n_random')} random CAVs):")
+        for layer, s in sorted(train["layers"].items(), key=lambda kv: int(kv[0])):
+            best = "  <- best" if int(layer) == train.get("best_layer") else ""
+            lines.append(f"  layer {layer}: {s.get('verdict')}{best}")
+    det = res.get("detect", {})
+    metrics = det.get("metrics") or {}
+    if metrics.get("residue"):
+        lines.append(
+            f"detection (layer {det.get('layer')}, {det.get('proteins')} held-out proteins): "
+            f"residue F1 {metrics['residue']['f1']:.3f}, mean IoU {metrics.get('mean_iou', 0):.3f}"
+            f", domains hit {metrics.get('hit_rate_iou50', 0):.1%}, false spans per 1,000 "
+            f"negative residues {metrics.get('false_spans_per_kres') or 0:.2f}")
+    tcav = res.get("tcav", {})
+    for layer, s in sorted((tcav.get("layers") or {}).items(), key=lambda kv: int(kv[0])):
+        if s.get("testable", True) and s.get("p") is not None:
+            word = "significant" if s.get("significant") else "not significant"
+            lines.append(f"TCAV layer {layer}: score {s['score']:.2f} vs random "
+                         f"{s['random_mean']:.2f} ± {s['random_sd']:.2f}, p = {s['p']:.3g}, "
+                         f"q = {s['q']:.3g}: {word}")
+    total = sum(timings.values())
+    lines.append(f"done in {total:.1f} s ("
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
+    if (ctx.out / "report.html").is_file():
+        lines.append(f"report: {ctx.out / 'report.html'}")
+    return "\n".join(lines)
