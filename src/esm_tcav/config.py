@@ -136,7 +136,7 @@ class Config(_Section):
         if value is None:
             return None
         p = Path(value).expanduser()
-        return p if p.is_absolute() else Path(self.base_dir) / p
+        return (p if p.is_absolute() else Path(self.base_dir) / p).resolve()
 
     @property
     def out(self) -> Path:
