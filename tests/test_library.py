@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ def test_build_writes_index_vectors_and_table(built):
     for e in doc["concepts"]:
         assert e["file"] == f"concepts/{e['name']}_v1.safetensors"
         assert _sha(lib / e["file"]) == e["sha256"]
+        umask = os.umask(0)
+        os.umask(umask)
+        assert (lib / e["file"]).stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
         assert e["layer"] in (1, 2, 3) and e["threshold_method"] == "f1_max"
         m = e["metrics"]
         for key in ("residue_f1", "mean_iou", "auroc", "auroc_ci", "p", "q", "significant"):
