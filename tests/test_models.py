@@ -136,3 +136,23 @@ def test_packed_embedder_equals_hugging_face_padded(tiny_hf_folder, tiny_registr
     for pid, states in padded.items():
         for layer in (0, 2, 3):
             assert np.abs(states[layer] - packed[pid][layer]).max() < 1e-4
+
+
+def test_fingerprint_does_not_depend_on_dtype(tiny_hf_folder, tiny_registry):
+    a = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    b = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry, dtype="bfloat16")
+    assert b.dtype == torch.bfloat16 and a.fingerprint == b.fingerprint
+
+
+def test_saved_cav_is_readable_by_the_group(tmp_path):
+    import os
+    import stat
+
+    from esm_tcav.cav import CAV
+
+    old = os.umask(0o022)
+    try:
+        CAV("c", 1, np.ones(4, np.float32) / 2, 0.1).save(tmp_path / "c.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c.safetensors").stat().st_mode) == 0o644

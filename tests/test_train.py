@@ -298,6 +298,8 @@ def test_layout_summary_and_split(trained):
         thr = json.loads((c / "thresholds.json").read_text())
         assert thr["score"] == "cav projection (signed distance, raw units)"
         assert set(thr["methods"]) == {"f1_max", "precision_at_recall", "fpr"}
+        # calibrated without looking at the held-out proteins
+        assert thr["calibrated_on"] == "out-of-fold CV scores of the training proteins"
     assert (root / "summary_v1.json").is_file()
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary leftovers
     # no held-out protein was in training

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
 
 from . import __version__
 from .cav import CAV
 from .errors import ArtifactError
+from .tensor_files import load_tensors, save_tensors  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
 FORMAT = "esm-tcav-cav/1"
@@ -92,29 +91,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON with numpy values converted and NaN/inf written as null (strict JSON)."""
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
-
-
-def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    """safetensors file written atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-                  metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types
-        raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return tensors, meta
 
 
 def read_json(path: Path) -> Any:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from .errors import ArtifactError, ConfigError
+from .tensor_files import load_tensors, save_tensors
 
 
 @runtime_checkable
@@ -141,19 +141,12 @@ class CAV:
             np.float32)
 
     def save(self, path: Path) -> None:
-        save_file({"direction": self.direction.astype(np.float32),
-                   "bias": np.array([self.bias], dtype=np.float64)}, str(path),
-                  metadata={"concept": self.concept, "layer": str(self.layer)})
+        save_tensors(path, {"direction": self.direction.astype(np.float32),
+                            "bias": np.array([self.bias], dtype=np.float64)},
+                     {"concept": self.concept, "layer": str(self.layer)})
 
     @classmethod
     def load(cls, path: Path, meta: dict | None = None) -> CAV:
-        from safetensors import safe_open
-
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="numpy") as fh:
-                md = fh.metadata() or {}
-        except Exception as exc:  # safetensors raises its own error types
-            raise ArtifactError(f"{path}: not a readable CAV file ({exc})") from exc
+        tensors, md = load_tensors(path)
         return cls(md.get("concept", "concept"), int(md.get("layer", -1)),
                    tensors["direction"], float(tensors["bias"][0]), dict(meta or {}))

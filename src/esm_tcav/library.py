@@ -188,16 +188,6 @@ def load_library(root: str | Path, names: Sequence[str] | None = None) -> Librar
     return Library(root, model, concepts, sha256_file(root / INDEX))
 
 
-def _share(path: Path) -> None:
-    """safetensors writes files 0600; a library is meant to be shared (e.g. a lab's cluster
-    folder), so give concept files the permissions the umask allows, as for any other file."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _next_version(root: Path, name: str) -> int:
     found = [int(m.group("v")) for p in (root / "concepts").glob(f"{name}_v*.safetensors")
              if (m := _VERSION_FILE.match(p.name)) and m.group("name") == name]
@@ -234,7 +224,6 @@ def add_to_library(root: str | Path, model: dict, concept: LibraryConcept) -> Li
                               "bias": np.array([concept.bias], dtype=np.float64)},
                  {"concept": concept.name, "layer": concept.layer, "version": version,
                   "model_fingerprint": model["fingerprint"]})
-    _share(root / rel)
     concept.version, concept.file, concept.sha256 = version, rel, sha256_file(root / rel)
     kept, previous = [], []
     for e in doc["concepts"]:

@@ -148,6 +148,9 @@ def _finish(model: nn.Module, config: EsmConfig, vocab: tuple[str, ...], spec: M
             where: str, device: str, dtype: torch.dtype) -> LoadedModel:
     spec = spec or infer_spec(config.hidden_size, config.num_hidden_layers, where)
     validate(config, vocab, spec, where)
+    # fingerprint the weights as stored, before any cast: a bfloat16 load on a GPU must match
+    # the CAVs trained from a float32 load of the same checkpoint
+    fingerprint = _fingerprint(spec, model, vocab)
     model.eval().to(device=device, dtype=dtype)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -159,7 +162,7 @@ def _finish(model: nn.Module, config: EsmConfig, vocab: tuple[str, ...], spec: M
         head, kind = model.lm_head, "masked_lm"
     loaded = LoadedModel(
         encoder=encoder, spec=spec, alphabet=Alphabet(vocab), head=head, head_kind=kind,
-        fingerprint=_fingerprint(spec, model, vocab), source=where,
+        fingerprint=fingerprint, source=where,
     )
     log.info("loaded %s from %s (fingerprint %s, head: %s)", spec.name, where,
              loaded.fingerprint, kind or "none")

@@ -294,25 +294,16 @@ def _write_checkpoint(folder: Path, state: dict) -> None:
 def load_scan_model(lib: Library, device: str = "cpu", dtype: str = "auto",
                     model_path: str | Path | None = None,
                     registry_file: str | Path | None = None):
-    """The library's model, checked against its fingerprint, then cast to `dtype`.
-
-    Loaded in float32 first because `models._fingerprint` hashes the weights in the dtype they
-    are loaded in: a bfloat16 load of the same checkpoint would not match a library built in
-    float32. The fingerprint kept is the float32 one, the checkpoint's identity. Without
-    `model_path`/`registry_file`, those recorded in the library (if any) are used.
-    """
-    from .models import load_model, resolve_dtype
+    """The library's model in `dtype`, checked against the library's fingerprint (which
+    identifies the checkpoint as stored, whatever dtype it is loaded in). Without
+    `model_path`/`registry_file`, those recorded in the library (if any) are used."""
+    from .models import load_model
 
     model_path = model_path or lib.model.get("path")
     registry_file = registry_file or lib.model.get("registry_file")
-    loaded = load_model(lib.model.get("name"), model_path, device=device, dtype="float32",
+    loaded = load_model(lib.model.get("name"), model_path, device=device, dtype=dtype,
                         registry_file=registry_file)
     lib.check_model(loaded)
-    want = resolve_dtype(dtype, device)
-    if want != loaded.dtype:
-        loaded.encoder.to(dtype=want)
-        if loaded.head is not None:
-            loaded.head.to(dtype=want)
     return loaded
 
 

@@ -249,11 +249,12 @@ def cross_validate(fit, decide, y: np.ndarray, groups: np.ndarray, folds: int,
 
 
 def out_of_fold_scores(fold_models: list, examples: Examples, store, layer: int, concept: str
-                       ) -> np.ndarray | None:
-    """Scores of every example from the CV fold model that did not see its protein.
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores of examples from the CV fold model that did not see their protein.
 
     Thresholds are set on these (training proteins only), so detection metrics on the held-out
-    proteins are not tuned on them.
+    proteins are not tuned on them. Proteins that no fold validated (none of their residues made
+    the training subsample) are left out; returns (scores, rows) or None without CV.
     """
     if not fold_models:
         return None
@@ -265,7 +266,11 @@ def out_of_fold_scores(fold_models: list, examples: Examples, store, layer: int,
             part = Examples(examples.kind, examples.proteins, examples.prot[rows],
                             examples.start[rows], examples.end[rows], examples.y[rows], {})
             scores[rows] = part.score(store, layer, cav.direction[None], np.array([cav.bias]))[:, 0]
-    return None if np.isnan(scores).any() else scores
+    covered = np.nonzero(~np.isnan(scores))[0]
+    labels = examples.y[covered]
+    if covered.size == 0 or labels.min() == labels.max():
+        return None
+    return scores[covered], covered
 
 
 def random_labels(mode: str, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
@@ -383,7 +388,8 @@ def _fit_evaluate(store, layer, X, y, factory, train_ex, test_ex, residue_test, 
         train_ex if residue_test is None else None)
     oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept) if thr_ex else None
     if oof is not None:
-        thr_scores, thr_labels = oof, thr_ex.y
+        thr_scores, rows = oof
+        thr_labels = thr_ex.y[rows]
         thresholds_from = "out-of-fold CV scores of the training proteins"
     thc = cfg.thresholds
     thresholds = build_thresholds(layer, granularity, thr_scores, thr_labels,
