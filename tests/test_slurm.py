@@ -96,3 +96,37 @@ def _spans(out: Path) -> list[list[str]]:
     files = sorted(out.glob("detections/**/spans.tsv"))
     return [ln.split("\t") for f in files for ln in f.read_text().splitlines()[1:]
             if ln and not ln.startswith("#")]
+
+
+@pytest.mark.slurm
+def test_sharded_scan_on_the_cluster_equals_a_local_scan(slurm_cluster, tmp_path,
+                                                         tiny_hf_folder, tiny_registry):
+    from esm_tcav.library import LibraryConcept, add_to_library
+    from esm_tcav.models import load_model
+    from esm_tcav.scan import run_scan
+    from esm_tcav.slurm import run_slurm_scan
+    from tests.test_scan import planted_cav, planted_proteins, write_fasta
+
+    tiny = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    cav = planted_cav(tiny, 2)
+    lib = tmp_path / "lib"  # the jobs load the model from the path the library records
+    add_to_library(lib, {"name": "tiny_esm2", "fingerprint": tiny.fingerprint,
+                         "hidden_size": 32, "path": str(tiny_hf_folder),
+                         "registry_file": str(tiny_registry)},
+                   LibraryConcept(name=cav.concept, layer=2, direction=cav.direction,
+                                  bias=cav.bias, threshold=0.0, smoothing_window=1,
+                                  min_span_length=4, merge_gap=1))
+    fasta = write_fasta(tmp_path / "p.fasta", [p for p, _ in planted_proteins(9)])
+    run_scan(fasta, lib, tmp_path / "local", loaded=tiny, progress=False)
+
+    cfg_path = tmp_path / "slurm.yaml"
+    cfg_path.write_text(yaml.safe_dump({"data": {"positives": "x", "negatives": "y"},
+                                        "slurm": {"shards": 3, "mem": "1G", "time": "00:05:00",
+                                                  "cpus_per_task": 1}}))
+    jobs = run_slurm_scan(load_config(cfg_path), fasta, lib, tmp_path / "cluster",
+                          submit=True)["jobs"]
+    states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=300)
+    assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
+    for name in ("scan.gff3", "scan.tsv"):
+        local = (tmp_path / "local" / name).read_text()
+        assert local.count("\n") > 1 and (tmp_path / "cluster" / name).read_text() == local

@@ -178,14 +178,26 @@ def slurm(config: ConfigArg, set_: SetOpt = None,
           submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
           only_failed: Annotated[bool, typer.Option(
-              help="resubmit only embedding shards that are not finished")] = False):
-    """Write (and submit) SLURM jobs: an embedding array, then chained stage jobs."""
-    from .slurm import run_slurm
+              help="resubmit only embedding shards that are not finished")] = False,
+          scan: Annotated[Path | None, typer.Option(
+              help="instead of the pipeline: scan this FASTA with --library, in shards")] = None,
+          library: Annotated[Path | None, typer.Option(
+              help="concept library (with --scan)")] = None,
+          out: Annotated[Path | None, typer.Option(
+              help="scan output folder (with --scan)")] = None):
+    """Write (and submit) SLURM jobs: an embedding array, then chained stage jobs (or a
+    sharded scan and its merge, with --scan). Partition, account, resources: config `slurm:`."""
+    from .slurm import run_slurm, run_slurm_scan
 
     cfg = load_config(config, _overrides(set_))
-    result = run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
-                       only_failed=only_failed)
-    _print(result.pop("text") if dry_run else result)
+    if scan is not None:
+        if library is None or out is None:
+            raise EsmTcavError("--scan needs --library DIR and --out DIR")
+        result = run_slurm_scan(cfg, scan, library, out, submit=submit and not dry_run)
+    else:
+        result = run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
+                           only_failed=only_failed)
+    _print(result.pop("text") if "text" in result else result)
 
 
 @app.command()

@@ -69,6 +69,46 @@ def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dic
     return paths
 
 
+def write_scan_scripts(cfg: Config, fasta: Path, library: Path, out: Path,
+                       exe: str | None = None) -> dict[str, Path]:
+    """A scan as SLURM jobs: an array over `slurm.shards` contiguous blocks of the FASTA, then a
+    merge job; the merged files equal an unsharded scan's."""
+    from .scan import slurm_commands
+
+    exe = exe or f"{shlex.quote(sys.executable)} -m esm_tcav"
+    folder = Path(out) / "slurm"
+    log_dir = folder / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    n = cfg.slurm.shards
+    device = "--device cuda" if cfg.slurm.gpus else ""
+    cmds = slurm_commands(Path(fasta).resolve(), Path(library).resolve(), Path(out).resolve(),
+                          n, exe=exe, extra=device)
+    scripts = {
+        "scan": _header(cfg, "scan", log_dir, array=f"0-{n - 1}", gpus=cfg.slurm.gpus)
+        + [cmds["array"]],
+        "merge": _header(cfg, "scan-merge", log_dir) + [cmds["merge"]],
+    }
+    paths = {}
+    for name, lines in scripts.items():
+        path = folder / f"{name}.sbatch"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        paths[name] = path
+    return paths
+
+
+def run_slurm_scan(cfg: Config, fasta: Path, library: Path, out: Path, submit: bool = False,
+                   exe: str | None = None) -> dict:
+    paths = write_scan_scripts(cfg, fasta, library, out, exe)
+    if not submit:
+        text = "\n".join(f"# ---- {p}\n{p.read_text()}" for p in paths.values())
+        return {"scripts": {k: str(v) for k, v in paths.items()}, "text": text}
+    jobs = {"scan": _sbatch([str(paths["scan"])])}
+    jobs["merge"] = _sbatch([f"--dependency=afterok:{jobs['scan']}", str(paths["merge"])])
+    return {"jobs": jobs, "scripts": {k: str(v) for k, v in paths.items()}}
+
+
 def unfinished_shards(cfg: Config) -> list[int]:
     """Shard indices whose proteins are not all in the store yet (to resubmit those alone)."""
     from .context import RunContext
