@@ -42,6 +42,18 @@ def _header(cfg: Config, name: str, log_dir: Path, array: str | None = None,
     return lines
 
 
+def _write(folder: Path, scripts: dict[str, list[str]]) -> dict[str, Path]:
+    """One `<name>.sbatch` per job, each written atomically."""
+    paths = {}
+    for name, lines in scripts.items():
+        path = folder / f"{name}.sbatch"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        paths[name] = path
+    return paths
+
+
 def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dict[str, Path]:
     """Write one script per job under `<output_dir>/slurm/`; returns {job name: path}."""
     exe = exe or f"{shlex.quote(sys.executable)} -m esm_tcav"
@@ -59,14 +71,7 @@ def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dic
             gpus = cfg.slurm.gpus if stage in {"detect", "tcav"} else 0
             scripts[stage] = _header(cfg, stage, log_dir, gpus=gpus) + [
                 f"{exe} {stage} {conf}"]
-    paths = {}
-    for name, lines in scripts.items():
-        path = folder / f"{name}.sbatch"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-        paths[name] = path
-    return paths
+    return _write(folder, scripts)
 
 
 def write_scan_scripts(cfg: Config, fasta: Path, library: Path, out: Path,
@@ -88,14 +93,7 @@ def write_scan_scripts(cfg: Config, fasta: Path, library: Path, out: Path,
         + [cmds["array"]],
         "merge": _header(cfg, "scan-merge", log_dir) + [cmds["merge"]],
     }
-    paths = {}
-    for name, lines in scripts.items():
-        path = folder / f"{name}.sbatch"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-        paths[name] = path
-    return paths
+    return _write(folder, scripts)
 
 
 def run_slurm_scan(cfg: Config, fasta: Path, library: Path, out: Path, submit: bool = False,
