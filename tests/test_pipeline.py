@@ -101,11 +101,16 @@ def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
     v1 = {d.name: _sha(d) for d in model.iterdir() if d.is_dir()}
     v1["summary_v1.json"] = _sha(model)["summary_v1.json"]
 
-    # a second run redoes nothing: embeddings come from the store, CAVs from version 1
+    # a second run redoes nothing: embeddings come from the store, CAVs from version 1,
+    # evaluation, detection and TCAV from their recorded runs (same config, CAVs and model)
+    before = json.loads((out / "run_manifest.json").read_text())["steps"]
     second = _invoke("run", str(cfg))
     assert "layer 3:" in second.stdout and "report: " in second.stdout
     assert second.exit_code == 0, second.output
     manifest = json.loads((out / "run_manifest.json").read_text())
+    for step in ("evaluate", "detect", "tcav"):
+        assert manifest["steps"][step]["finished"] == before[step]["finished"], step
+        assert manifest["steps"][step]["inputs_key"], step
     assert manifest["steps"]["embed"]["result"]["embedded_now"] == 0
     assert manifest["steps"]["embed"]["result"]["reused"] == 32
     assert manifest["steps"]["train"]["result"]["reused"] is True
@@ -117,6 +122,8 @@ def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
     third = _invoke("run", str(cfg), "--force")
     assert third.exit_code == 0, third.output
     manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["steps"]["tcav"]["finished"] >= before["tcav"]["finished"]
+    assert manifest["steps"]["detect"]["result"]["cav_version"] == 2
     assert manifest["steps"]["embed"]["result"]["embedded_now"] == 32
     assert manifest["steps"]["train"]["result"]["reused"] is False
     assert manifest["steps"]["train"]["result"]["version"] == 2

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .artifacts import content_hash
 from .config import STEPS
 from .errors import ConfigError
 
@@ -60,15 +61,55 @@ def _stage(ctx, step: str, force: bool, **kwargs):
     raise ConfigError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
 
 
-def run_step(ctx, step: str, force: bool = False, **kwargs):
-    """Run one stage and record it in the run manifest."""
-    t0 = time.perf_counter()
-    result = _stage(ctx, step, force, **kwargs)
-    record_step(ctx, step, time.perf_counter() - t0, result)
+# stages after `train` whose results depend only on the config, the trained CAVs and the model
+_DERIVED = ("evaluate", "detect", "tcav")
+
+
+def _inputs_key(ctx, step: str) -> str | None:
+    """Content key of a derived stage: the config, the latest CAV version's inputs, the model."""
+    from .artifacts import latest_version, load_summary
+
+    version = latest_version(ctx.out, ctx.model_name)
+    if version is None:
+        return None
+    summary = load_summary(ctx.out, ctx.model_name, version)
+    return content_hash({"step": step, "config": ctx.cfg.snapshot(), "version": version,
+                         "cav_inputs": summary.get("inputs_hash"),
+                         "fingerprint": ctx.loaded.fingerprint, "package": __version__})
+
+
+def _reusable(ctx, step: str, key: str | None) -> dict | None:
+    if key is None:
+        return None
+    try:
+        done = json.loads((ctx.out / "run_manifest.json").read_text())["steps"][step]
+    except (OSError, ValueError, KeyError):
+        return None
+    result = done.get("result") or {}
+    outputs = [Path(p) for p in (result.get("output"), result.get("path")) if p]
+    if done.get("inputs_key") != key or not all(p.exists() for p in outputs):
+        return None
     return result
 
 
-def record_step(ctx, step: str, seconds: float, result) -> None:
+def run_step(ctx, step: str, force: bool = False, **kwargs):
+    """Run one stage and record it in the run manifest.
+
+    `embed` and `train` reuse stored work themselves; `evaluate`, `detect` and `tcav` are
+    skipped when the config, the trained CAVs and the model are those of their recorded run
+    (unless `force`, or `detect --input`).
+    """
+    key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
+    if not force and (stored := _reusable(ctx, step, key)) is not None:
+        log.info("%s: inputs unchanged, reusing the recorded results", step)
+        return {**stored, "reused": True}
+    t0 = time.perf_counter()
+    result = _stage(ctx, step, force, **kwargs)
+    record_step(ctx, step, time.perf_counter() - t0, result, inputs_key=key)
+    return result
+
+
+def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None = None) -> None:
     path = ctx.out / "run_manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -92,7 +133,7 @@ def record_step(ctx, step: str, seconds: float, result) -> None:
                              "head": ctx.loaded.head_kind}
     manifest.setdefault("steps", {})[step] = {
         "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "result": result,
+        "result": result, "inputs_key": inputs_key,
     }
     tmp = path.with_suffix(f".{time.time_ns()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
