@@ -77,8 +77,8 @@ def memory_child(n: int) -> None:
         store = EmbeddingStore(tmp, loaded.fingerprint)
         emb = Embedder(loaded, LAYERS, toks_per_batch=2048, chunk_size=512)
         pending = []
-        for item in emb.iter_residue_states(proteins):
-            pending.append(item)
+        for prot, states in emb.iter_residue_states(proteins):
+            pending.append(store.compact(prot, states, per_residue=False))
             if len(pending) == 256:
                 store.write_shard(pending, per_residue=False)
                 pending = []

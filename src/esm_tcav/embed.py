@@ -236,8 +236,8 @@ def embed_into_store(
         return 0
     embedder = make_embedder(cfg, loaded, layers)
     pending: list = []
-    for item in embedder.iter_residue_states(todo, progress):
-        pending.append(item)
+    for prot, states in embedder.iter_residue_states(todo, progress):
+        pending.append(store.compact(prot, states, cfg.embed.per_residue))
         if len(pending) >= cfg.embed.shard_proteins:
             store.write_shard(pending, cfg.embed.per_residue)
             pending = []

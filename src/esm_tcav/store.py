@@ -142,11 +142,27 @@ class EmbeddingStore:
         return len({h for h, _ in self._index})
 
     # ------------------------------------------------------------------ writing
-    def write_shard(self, items: list[tuple[Protein, dict[int, np.ndarray]]],
-                    per_residue: bool = True) -> Path:
-        """Write one shard atomically: a temporary folder renamed into place."""
+    def compact(self, prot: Protein, states: dict[int, np.ndarray], per_residue: bool) -> tuple:
+        """What a shard keeps of one protein: pooled vectors, and residues in the store dtype.
+
+        Done as soon as a protein is embedded, so a pending shard holds float16 residues (or
+        none at all) instead of float32 states: memory stays small whatever the shard size.
+        """
+        pooled = {layer: (mean_pool(st), [span_pool(st, s.start, s.end) for s in prot.spans])
+                  for layer, st in states.items()}
+        residues = ({layer: st.astype(self.residue_dtype) for layer, st in states.items()}
+                    if per_residue else None)
+        return prot, pooled, residues
+
+    def write_shard(self, items: list, per_residue: bool = True) -> Path:
+        """Write one shard atomically: a temporary folder renamed into place.
+
+        `items` are `(protein, {layer: states})` pairs or what `compact` made of them.
+        """
         if not items:
             raise ValueError("empty shard")
+        items = [it if len(it) == 3 else self.compact(it[0], it[1], per_residue) for it in items]
+        per_residue = items[0][2] is not None
         layers = sorted(items[0][1])
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"shard-{uuid.uuid4().hex[:12]}"
@@ -155,26 +171,24 @@ class EmbeddingStore:
         try:
             offsets, lengths, spans = [], [], []
             off = 0
-            for row, (prot, _) in enumerate(items):
+            for row, (prot, _, _) in enumerate(items):
                 offsets.append(off)
                 lengths.append(len(prot.sequence))
                 off += len(prot.sequence)
                 spans.extend([row, s.start, s.end, s.name] for s in prot.spans)
             for layer in layers:
-                _save(tmp / f"L{layer}.mean.npy",
-                      np.stack([mean_pool(st[layer]) for _, st in items]))
-                span_vecs = [span_pool(st[layer], s.start, s.end)
-                             for prot, st in items for s in prot.spans]
-                hidden = items[0][1][layer].shape[1]
+                _save(tmp / f"L{layer}.mean.npy", np.stack([p[layer][0] for _, p, _ in items]))
+                span_vecs = [v for _, p, _ in items for v in p[layer][1]]
+                hidden = items[0][1][layer][0].shape[0]
                 _save(tmp / f"L{layer}.spans.npy",
                       np.stack(span_vecs) if span_vecs else np.zeros((0, hidden), np.float32))
                 if per_residue:
                     _save(tmp / f"L{layer}.residues.npy",
-                          np.concatenate([st[layer] for _, st in items]).astype(self.residue_dtype))
+                          np.concatenate([r[layer] for _, _, r in items]))
             index = {
                 "format": FORMAT, "fingerprint": self.fingerprint, "layers": layers,
                 "residue_layers": layers if per_residue else [],
-                "ids": [p.id for p, _ in items], "seq_hashes": [p.seq_hash for p, _ in items],
+                "ids": [p.id for p, _, _ in items], "seq_hashes": [p.seq_hash for p, _, _ in items],
                 "offsets": offsets, "lengths": lengths, "spans": spans,
             }
             (tmp / "index.json").write_text(json.dumps(index))
