@@ -42,6 +42,7 @@ import numpy as np
 
 from .artifacts import atomic_write_json, read_json
 from .detect import gff3_lines, smooth
+from .embed import release_heap
 from .errors import ArtifactError, ConfigError, InputError
 from .gpu import Projection, ScanEngine, describe_device
 from .library import Library, load_library
@@ -264,27 +265,6 @@ class _Outputs:
             fh.close()
 
 
-def _release_heap() -> None:
-    """Give freed heap pages back to the OS after a chunk (glibc only; a no-op elsewhere).
-
-    Every batch allocates activations of a slightly different size; without a trim the heap's
-    free fragments accumulate over a long scan and the peak RSS creeps up with the number of
-    proteins even though nothing is kept.
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 def _write_checkpoint(folder: Path, state: dict) -> None:
@@ -405,7 +385,7 @@ def run_scan(fasta: str | Path, library: str | Path, out: str | Path,
                 state["seconds"] = state.get("seconds", 0.0) + (time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 _write_checkpoint(folder, state)
-                _release_heap()
+                release_heap()
     finally:
         outputs.close()
     elapsed_now = state["seconds"]
