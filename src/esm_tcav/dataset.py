@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import Config
 from .errors import InputError
-from .sequences import Protein, Span, attach_spans, read_proteins, read_span_file
+from .sequences import Protein, attach_spans, read_proteins, read_span_file
 
 log = logging.getLogger("esm_tcav.dataset")
 
@@ -118,7 +118,3 @@ def write_split(ds: Dataset, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(ds.split_record(), indent=1))
     tmp.replace(path)
-
-
-def concept_spans(protein: Protein) -> list[Span]:
-    return list(protein.spans)

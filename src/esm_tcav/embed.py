@@ -287,13 +287,13 @@ def run_embed(ctx, shard: tuple[int, int] | None = None, force: bool = False) ->
     summary = {
         "model": ctx.model_name, "fingerprint": ctx.loaded.fingerprint, "layers": ctx.layers,
         "proteins": len(proteins), "embedded_now": done, "reused": len(proteins) - done,
-        "indexing_corrections": make_embedder_guard_count(ctx),
+        "indexing_corrections": _corrections_logged(ctx),
         "store": str(ctx.store.root),
     }
     log.info("embed summary: %s", summary)
     return summary
 
 
-def make_embedder_guard_count(ctx) -> int:
+def _corrections_logged(ctx) -> int:
     path = ctx.out / "logs" / "indexing_corrections.jsonl"
     return sum(1 for _ in path.open()) if path.exists() else 0

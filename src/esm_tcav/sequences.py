@@ -190,6 +190,15 @@ def _fail(
     raise InputError(f"{_where(path, line, record)}: {problem}; {fix}")
 
 
+def _claim_id(seen: dict[str, int], pid: str, path: str | Path, number: int,
+              what: str = "ID") -> None:
+    """Record an ID's first line; a second record with it is an error naming both lines."""
+    if pid in seen:
+        _fail(path, number, pid, f"duplicate record ID (first at line {seen[pid]})",
+              f"give every record a unique {what}")
+    seen[pid] = number
+
+
 def _read_lines(path: str | Path) -> list[str]:
     """Read a text file (optionally gzip-compressed) into lines, refusing empty files."""
     p = Path(path)
@@ -374,15 +383,7 @@ def _fasta_records(path: str | Path, lines: Sequence[str]) -> list[tuple[str, in
                     "header has no record ID",
                     "write '>ID description' with the ID right after '>'",
                 )
-            if pid in seen:
-                _fail(
-                    path,
-                    number,
-                    pid,
-                    f"duplicate record ID (first at line {seen[pid]})",
-                    "give every record a unique ID",
-                )
-            seen[pid] = number
+            _claim_id(seen, pid, path, number, "ID")
             current = (pid, number)
             parts = []
             continue
@@ -500,15 +501,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
                 "give every record a non-empty text accession",
             )
         pid = pid.strip()
-        if pid in seen:
-            _fail(
-                path,
-                number,
-                pid,
-                f"duplicate record ID (first at line {seen[pid]})",
-                "give every record a unique accession",
-            )
-        seen[pid] = number
+        _claim_id(seen, pid, path, number, "accession")
         if "sequence" not in obj:
             _fail(
                 path, number, pid, "missing key 'sequence'", "give every record a 'sequence' string"
@@ -733,15 +726,7 @@ def read_tmbed(path: str | Path) -> list[Protein]:
         pid = tokens[0].split("|")[0] if tokens else ""
         if not pid:
             _fail(path, number, None, "header has no record ID", "write '>ID|...' headers")
-        if pid in seen:
-            _fail(
-                path,
-                number,
-                pid,
-                f"duplicate record ID (first at line {seen[pid]})",
-                "give every record a unique ID",
-            )
-        seen[pid] = number
+        _claim_id(seen, pid, path, number, "ID")
         if i + 2 >= len(content) or any(content[i + k][1].startswith(">") for k in (1, 2)):
             _fail(path, number, pid, "record is incomplete (sequence or label line missing)", fix3)
         seq_no, raw_seq = content[i + 1]
