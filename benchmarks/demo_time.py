@@ -21,9 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(out: Path) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "esm_tcav", "run", str(ROOT / "configs" / "demo.yaml"),
-                    "--set", f"output_dir={out}"], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esm_tcav",
+            "run",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--set",
+            f"output_dir={out}",
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - t0
     steps = json.loads((out / "run_manifest.json").read_text())["steps"]
     return seconds, {k: v["seconds"] for k, v in steps.items()}
@@ -38,8 +49,9 @@ def main() -> None:
     for step in cold_steps:
         print(f"{step:10s} {cold_steps[step]:8.1f} {warm_steps.get(step, 0):8.1f}")
     print(f"{'total':10s} {cold:8.1f} {warm:8.1f}   (process wall time, model load included)")
-    print(f"cold run under 2 minutes: {'yes' if cold < 120 else 'NO'}; "
-          f"warm/cold = {warm / cold:.2f}")
+    print(
+        f"cold run under 2 minutes: {'yes' if cold < 120 else 'NO'}; warm/cold = {warm / cold:.2f}"
+    )
 
 
 if __name__ == "__main__":

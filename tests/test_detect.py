@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 import yaml
 
-from esm_tcav.cav import CAV
+from esm_tcav.concepts.cav import CAV
 from esm_tcav.config import load_config
-from esm_tcav.context import RunContext
-from esm_tcav.detect import (
+from esm_tcav.engine.embed import Embedder
+from esm_tcav.errors import ArtifactError, InputError
+from esm_tcav.io.sequences import Protein
+from esm_tcav.localize.detect import (
     gff3_lines,
     iter_one_pass_scores,
     iter_sliding_window_scores,
     run_detect,
     window_starts,
 )
-from esm_tcav.embed import Embedder
-from esm_tcav.errors import ArtifactError, InputError
-from esm_tcav.models import load_model
-from esm_tcav.sequences import Protein
-from esm_tcav.spans import ScoredSpan
+from esm_tcav.localize.spans import ScoredSpan
+from esm_tcav.models.esm2 import load_model
+from esm_tcav.run.context import RunContext
 
 MOTIF = "CWHCHWCYHWCH"  # residues the backgrounds never use
 BACKGROUND = "ADEGIKLMNPQRSTV"
@@ -42,11 +42,15 @@ def write_planted_data(folder: Path, n_pos: int = 12, n_neg: int = 12, seed: int
         for _ in range(int(rng.integers(2, 4))):
             start = len(seq) + 1
             seq += MOTIF
-            anns.append({"motif_id": "M", "start": start, "end": start + len(MOTIF) - 1,
-                         "name": "motif"})
+            anns.append(
+                {"motif_id": "M", "start": start, "end": start + len(MOTIF) - 1, "name": "motif"}
+            )
             seq += _background(rng, int(rng.integers(8, 20)))
-        lines.append(json.dumps({"accession": f"POS{i:02d}", "sequence": seq,
-                                 "ground_truth_annotations": anns}))
+        lines.append(
+            json.dumps(
+                {"accession": f"POS{i:02d}", "sequence": seq, "ground_truth_annotations": anns}
+            )
+        )
     (folder / "pos.jsonl").write_text("\n".join(lines) + "\n")
     neg = [f">NEG{i:02d}\n{_background(rng, int(rng.integers(50, 90)))}" for i in range(n_neg)]
     (folder / "neg.fasta").write_text("\n".join(neg) + "\n")
@@ -54,15 +58,34 @@ def write_planted_data(folder: Path, n_pos: int = 12, n_neg: int = 12, seed: int
 
 def write_config(folder: Path, model_folder: Path, registry: Path, **sections) -> Path:
     doc = {
-        "output_dir": "out", "seed": 0,
-        "model": {"name": "tiny_esm2", "path": str(model_folder), "registry_file": str(registry),
-                  "layers": [1, 2, 3]},
-        "data": {"concept": "motif", "positives": "pos.jsonl", "negatives": "neg.fasta",
-                 "test_fraction": 0.4},
-        "train": {"granularity": "residue", "n_random": 5, "folds": 2, "pca_components": 16,
-                  "residue_cap": 2000},
-        "detect": {"smoothing_window": 3, "min_span_length": 5, "merge_gap": 2,
-                   "heatmaps_top": 2, "heatmaps_random": 1},
+        "output_dir": "out",
+        "seed": 0,
+        "model": {
+            "name": "tiny_esm2",
+            "path": str(model_folder),
+            "registry_file": str(registry),
+            "layers": [1, 2, 3],
+        },
+        "data": {
+            "concept": "motif",
+            "positives": "pos.jsonl",
+            "negatives": "neg.fasta",
+            "test_fraction": 0.4,
+        },
+        "train": {
+            "granularity": "residue",
+            "n_random": 5,
+            "folds": 2,
+            "pca_components": 16,
+            "residue_cap": 2000,
+        },
+        "detect": {
+            "smoothing_window": 3,
+            "min_span_length": 5,
+            "merge_gap": 2,
+            "heatmaps_top": 2,
+            "heatmaps_random": 1,
+        },
         "tcav": {"max_proteins": 4},
         "evaluate": {"bootstrap": 0},
     }
@@ -74,7 +97,7 @@ def write_config(folder: Path, model_folder: Path, registry: Path, **sections) -
 
 
 def _train(folder: Path, model_folder: Path, registry: Path) -> Path:
-    from esm_tcav.train import run_train
+    from esm_tcav.concepts.train import run_train
 
     write_planted_data(folder)
     cfg_path = write_config(folder, model_folder, registry)
@@ -145,8 +168,14 @@ def test_detect_writes_every_output_and_finds_the_motif(trained):
     out = Path(summary["output"])
     assert out.parent == ctx.out / "detections" / "tiny_esm2" / "test"
     assert out.name == f"L{summary['layer']}"
-    for name in ("spans.gff3", "spans.tsv", "scores.npy", "scores_index.json", "proteins.tsv",
-                 "summary.json"):
+    for name in (
+        "spans.gff3",
+        "spans.tsv",
+        "scores.npy",
+        "scores_index.json",
+        "proteins.tsv",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders
     # metrics: the planted motif is easy; every trained layer gets a row
@@ -199,8 +228,17 @@ def test_detect_on_an_input_file_streams_and_skips_metrics(trained, tmp_path):
 
 def test_sliding_window_mode_writes_its_own_folder(trained):
     one = run_detect(ctx_for(trained, **{"detect.layer": 1}))
-    summary = run_detect(ctx_for(trained, **{"detect.mode": "sliding-window", "detect.layer": 1,
-                                             "detect.window": 8, "detect.stride": 4}))
+    summary = run_detect(
+        ctx_for(
+            trained,
+            **{
+                "detect.mode": "sliding-window",
+                "detect.layer": 1,
+                "detect.window": 8,
+                "detect.stride": 4,
+            },
+        )
+    )
     out = Path(summary["output"])
     assert out.name == "L1-sliding" and summary["window"] == 8
     assert summary["states_from"] == "forward pass" and summary["smoothing_window"] == 1
@@ -230,21 +268,24 @@ def test_empty_protein_is_one_clear_error_and_nothing_written(trained, tmp_path)
 
 
 def test_missing_threshold_method_is_refused(trained, monkeypatch):
-    import esm_tcav.artifacts as artifacts
+    import esm_tcav.concepts.artifacts as artifacts
 
     real = artifacts.load_concept
 
     def without_method(*args, **kwargs):
         art = real(*args, **kwargs)
-        art.thresholds = {**art.thresholds, "methods": {
-            k: v for k, v in art.thresholds["methods"].items() if k != "fpr"}}
+        art.thresholds = {
+            **art.thresholds,
+            "methods": {k: v for k, v in art.thresholds["methods"].items() if k != "fpr"},
+        }
         return art
 
     monkeypatch.setattr(artifacts, "load_concept", without_method)
     ctx = ctx_for(trained, **{"thresholds.method": "fpr"})
     before = _listing(ctx.out / "detections")
-    with pytest.raises(ArtifactError, match="no method 'fpr'; available: f1_max, "
-                       "precision_at_recall"):
+    with pytest.raises(
+        ArtifactError, match="no method 'fpr'; available: f1_max, precision_at_recall"
+    ):
         run_detect(ctx)
     assert _listing(ctx.out / "detections") == before
 
@@ -259,7 +300,7 @@ def test_cav_of_another_model_is_refused(trained, tiny_mlm_folder):
 
 
 def test_cav_of_another_hidden_size_is_refused(trained, monkeypatch):
-    import esm_tcav.artifacts as artifacts
+    import esm_tcav.concepts.artifacts as artifacts
 
     real = artifacts.load_concept
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from esm_tcav.concepts.evaluate import run_evaluate
+from esm_tcav.concepts.train import run_train
 from esm_tcav.config import load_config
-from esm_tcav.context import RunContext
 from esm_tcav.errors import ArtifactError
-from esm_tcav.evaluate import run_evaluate
-from esm_tcav.train import run_train
+from esm_tcav.run.context import RunContext
 from tests.test_train import planted_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -18,8 +18,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_hf_folder, tiny_registry):
-    path = planted_config(tmp_path_factory.mktemp("eval"), tiny_hf_folder, tiny_registry,
-                          train={"granularity": "span"})
+    path = planted_config(
+        tmp_path_factory.mktemp("eval"),
+        tiny_hf_folder,
+        tiny_registry,
+        train={"granularity": "span"},
+    )
     ctx = RunContext(load_config(path))
     summary = run_train(ctx)
     return ctx, summary, run_evaluate(ctx)
@@ -29,8 +33,13 @@ def test_evaluation_writes_every_number_and_figure(evaluated):
     ctx, summary, result = evaluated
     folder = ctx.out / "evaluations" / "tiny_esm2"
     names = {p.name for p in folder.iterdir()}
-    assert {"projection_eval.json", "roc_pr_curves.png", "auroc_by_layer.png",
-            "L1_random_comparison.png", "L3_random_comparison.png"} <= names
+    assert {
+        "projection_eval.json",
+        "roc_pr_curves.png",
+        "auroc_by_layer.png",
+        "L1_random_comparison.png",
+        "L3_random_comparison.png",
+    } <= names
     assert not [n for n in names if n.startswith(".")]
     for name in names - {"projection_eval.json"}:
         assert (folder / name).read_bytes()[:8] == PNG

@@ -18,16 +18,11 @@ import yaml
 from typer.testing import CliRunner
 
 from esm_tcav.cli import app
+from esm_tcav.concepts.library import INDEX, load_library
 from esm_tcav.config import load_config
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
-from esm_tcav.library import (
-    INDEX,
-    add_concept,
-    build_library,
-    load_library,
-    load_library_config,
-)
-from esm_tcav.scan import run_scan
+from esm_tcav.localize.scan import run_scan
+from esm_tcav.run.library_build import add_concept, build_library, load_library_config
 
 MOTIF = "CWHCWHCWHCWH"
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")
@@ -41,7 +36,7 @@ def _motif_proteins(rng, n: int, prefix: str, with_motif: bool) -> list[tuple[st
         span = ()
         if with_motif:
             a = int(rng.integers(3, length - len(MOTIF) - 3))
-            seq = seq[:a] + MOTIF + seq[a + len(MOTIF):]
+            seq = seq[:a] + MOTIF + seq[a + len(MOTIF) :]
             span = (a + 1, a + len(MOTIF))
         out.append((f"{prefix}{i}", seq, span))
     return out
@@ -52,9 +47,19 @@ def write_sources(folder: Path) -> None:
     rng = np.random.default_rng(0)
     pos = _motif_proteins(rng, 14, "P", True)
     neg = _motif_proteins(rng, 14, "N", False)
-    (folder / "pos.jsonl").write_text("".join(json.dumps({
-        "accession": pid, "sequence": seq, "ground_truth_annotations": [
-            {"start": s[0], "end": s[1], "name": "motif"}]}) + "\n" for pid, seq, s in pos))
+    (folder / "pos.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "accession": pid,
+                    "sequence": seq,
+                    "ground_truth_annotations": [{"start": s[0], "end": s[1], "name": "motif"}],
+                }
+            )
+            + "\n"
+            for pid, seq, s in pos
+        )
+    )
     (folder / "neg.fasta").write_text("".join(f">{pid}\n{seq}\n" for pid, seq, _ in neg))
     for part, sl in (("train", slice(0, 9)), ("test", slice(9, 14))):
         records = []
@@ -65,15 +70,23 @@ def write_sources(folder: Path) -> None:
             records.append(f">{pid}|x\n{seq}\n{''.join(labels)}\n")
         (folder / f"tm_{part}.txt").write_text("".join(records))
         (folder / f"pdna_{part}_seq.fasta").write_text(
-            "".join(f">{pid}\n{seq}\n" for pid, seq, _ in pos[sl]))
-        (folder / f"pdna_{part}_lab.fasta").write_text("".join(
-            f">{pid}\n{' '.join(str(i) for i in range(s[0], s[1] + 1))}\n"
-            for pid, _, s in pos[sl]))
+            "".join(f">{pid}\n{seq}\n" for pid, seq, _ in pos[sl])
+        )
+        (folder / f"pdna_{part}_lab.fasta").write_text(
+            "".join(
+                f">{pid}\n{' '.join(str(i) for i in range(s[0], s[1] + 1))}\n"
+                for pid, _, s in pos[sl]
+            )
+        )
 
 
 def model_section(tiny_hf_folder: Path, tiny_registry: Path) -> dict:
-    return {"name": "tiny_esm2", "path": str(tiny_hf_folder), "registry_file": str(tiny_registry),
-            "layers": [1, 2, 3]}
+    return {
+        "name": "tiny_esm2",
+        "path": str(tiny_hf_folder),
+        "registry_file": str(tiny_registry),
+        "layers": [1, 2, 3],
+    }
 
 
 DEFAULTS = {
@@ -87,18 +100,35 @@ DEFAULTS = {
 def write_library_config(folder: Path, tiny_hf_folder: Path, tiny_registry: Path) -> Path:
     write_sources(folder)
     doc = {
-        "seed": 0, "model": model_section(tiny_hf_folder, tiny_registry), "defaults": DEFAULTS,
+        "seed": 0,
+        "model": model_section(tiny_hf_folder, tiny_registry),
+        "defaults": DEFAULTS,
         "concepts": [
-            {"name": "motif", "data": {"positives": "pos.jsonl", "negatives": "neg.fasta",
-                                        "test_fraction": 0.35},
-             "provenance": {"source": "planted", "license": "CC0"}},
-            {"name": "tm_motif", "tmbed": {"train": "tm_train.txt", "test": "tm_test.txt",
-                                           "label": "transmembrane_helix"},
-             "max_train": 8, "detect": {"smoothing_window": 3}},
-            {"name": "bind_motif", "pdna": {
-                "train_sequences": "pdna_train_seq.fasta", "train_labels": "pdna_train_lab.fasta",
-                "test_sequences": "pdna_test_seq.fasta", "test_labels": "pdna_test_lab.fasta",
-                "negatives": "neg.fasta"}},
+            {
+                "name": "motif",
+                "data": {"positives": "pos.jsonl", "negatives": "neg.fasta", "test_fraction": 0.35},
+                "provenance": {"source": "planted", "license": "CC0"},
+            },
+            {
+                "name": "tm_motif",
+                "tmbed": {
+                    "train": "tm_train.txt",
+                    "test": "tm_test.txt",
+                    "label": "transmembrane_helix",
+                },
+                "max_train": 8,
+                "detect": {"smoothing_window": 3},
+            },
+            {
+                "name": "bind_motif",
+                "pdna": {
+                    "train_sequences": "pdna_train_seq.fasta",
+                    "train_labels": "pdna_train_lab.fasta",
+                    "test_sequences": "pdna_test_seq.fasta",
+                    "test_labels": "pdna_test_lab.fasta",
+                    "negatives": "neg.fasta",
+                },
+            },
         ],
     }
     path = folder / "library.yaml"
@@ -172,10 +202,14 @@ def test_scan_with_the_library_calls_the_spans_detect_calls(built, tmp_path):
     fasta = tmp_path / "test.fasta"
     fasta.write_text("".join(f">{i}\n{proteins[i]}\n" for i in ids))
     run_scan(fasta, built["lib"], tmp_path / "scan", progress=False)
-    want = sorted(tuple(r.split("\t")[:3]) for r in (det / "spans.tsv").read_text()
-                  .splitlines()[1:])
-    got = sorted(tuple(r.split("\t")[:3]) for r in (tmp_path / "scan" / "scan.tsv").read_text()
-                 .splitlines()[1:] if r.split("\t")[5] == "motif")
+    want = sorted(
+        tuple(r.split("\t")[:3]) for r in (det / "spans.tsv").read_text().splitlines()[1:]
+    )
+    got = sorted(
+        tuple(r.split("\t")[:3])
+        for r in (tmp_path / "scan" / "scan.tsv").read_text().splitlines()[1:]
+        if r.split("\t")[5] == "motif"
+    )
     assert got == want and want
 
 
@@ -213,15 +247,23 @@ def test_tampered_or_missing_concept_file_is_refused(built, tmp_path):
         load_library(tmp_path / "nothing")
 
 
-def test_add_concept_from_a_run_config(built, tmp_path, tiny_hf_folder, tiny_registry,
-                                       tiny_mlm_folder):
+def test_add_concept_from_a_run_config(
+    built, tmp_path, tiny_hf_folder, tiny_registry, tiny_mlm_folder
+):
     import shutil
 
     lib = tmp_path / "lib"
     shutil.copytree(built["lib"], lib)
-    run = {"seed": 0, "model": model_section(tiny_hf_folder, tiny_registry),
-           "data": {"concept": "user_motif", "positives": str(built["folder"] / "pos.jsonl"),
-                    "negatives": str(built["folder"] / "neg.fasta")}, **DEFAULTS}
+    run = {
+        "seed": 0,
+        "model": model_section(tiny_hf_folder, tiny_registry),
+        "data": {
+            "concept": "user_motif",
+            "positives": str(built["folder"] / "pos.jsonl"),
+            "negatives": str(built["folder"] / "neg.fasta"),
+        },
+        **DEFAULTS,
+    }
     path = tmp_path / "user.yaml"
     path.write_text(yaml.safe_dump(run))
     result = CliRunner().invoke(app, ["library", "add", str(lib), str(path)])
@@ -243,8 +285,19 @@ def test_add_concept_from_a_run_config(built, tmp_path, tiny_hf_folder, tiny_reg
 
 def test_library_config_errors_name_the_key(tmp_path):
     path = tmp_path / "lib.yaml"
-    path.write_text(yaml.safe_dump({"concepts": [{"name": "a", "data": {}, "tmbed": {
-        "train": "x", "test": "y", "label": "signal_peptide"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "concepts": [
+                    {
+                        "name": "a",
+                        "data": {},
+                        "tmbed": {"train": "x", "test": "y", "label": "signal_peptide"},
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="exactly one of data, tmbed or pdna"):
         load_library_config(path)
     path.write_text(yaml.safe_dump({"concepts": [{"name": "bad name", "data": {}}]}))
@@ -258,11 +311,15 @@ def test_library_config_errors_name_the_key(tmp_path):
 def test_shipped_library_config_is_valid():
     root = Path(__file__).resolve().parents[1]
     spec = load_library_config(root / "configs" / "library.yaml")
-    assert [c.name for c in spec.concepts] == ["C2H2_zinc_finger", "transmembrane_helix",
-                                               "signal_peptide", "dna_binding"]
+    assert [c.name for c in spec.concepts] == [
+        "C2H2_zinc_finger",
+        "transmembrane_helix",
+        "signal_peptide",
+        "dna_binding",
+    ]
     for c in spec.concepts:
         for src in (c.tmbed, c.pdna):
-            for key, value in (src.model_dump().items() if src else []):
+            for key, value in src.model_dump().items() if src else []:
                 if key != "label" and isinstance(value, str):
                     assert (root / "configs" / value).is_file(), value
 
@@ -274,9 +331,31 @@ def test_cli_build_and_scan(built, tmp_path, monkeypatch):
     summary = json.loads(result.stdout)
     assert set(summary["concepts"]) == {"motif", "tm_motif", "bind_motif"}
     fasta = built["folder"] / "neg.fasta"
-    result = CliRunner().invoke(app, ["scan", str(fasta), "--library", str(tmp_path / "lib"),
-                                      "--out", str(tmp_path / "scan"), "--shard", "1/2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(fasta),
+            "--library",
+            str(tmp_path / "lib"),
+            "--out",
+            str(tmp_path / "scan"),
+            "--shard",
+            "1/2",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["scan", str(fasta), "--library", str(tmp_path / "lib"),
-                                      "--out", str(tmp_path / "scan"), "--merge", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(fasta),
+            "--library",
+            str(tmp_path / "lib"),
+            "--out",
+            str(tmp_path / "scan"),
+            "--merge",
+            "2",
+        ],
+    )
     assert result.exit_code == 2 and "shard not finished" in result.output

@@ -5,12 +5,13 @@ import pytest
 import torch
 from transformers import EsmModel
 
-from esm_tcav.embed import Embedder, stitch, tile_starts
+from esm_tcav.engine.batching import stitch, tile_starts
+from esm_tcav.engine.embed import Embedder
 from esm_tcav.errors import ConfigError, ModelMismatchError
-from esm_tcav.models import load_model
-from esm_tcav.registry import get_spec
-from esm_tcav.sequences import Protein
-from esm_tcav.tokens import Alphabet
+from esm_tcav.io.sequences import Protein
+from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.registry import get_spec
+from esm_tcav.models.tokens import Alphabet
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKV", "ACDEFGHIKLMNPQRSTVWYXBUZO", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"]
 
@@ -44,14 +45,17 @@ def test_fair_esm_pt_equals_hf_folder(tiny_fair_pt, tiny_mlm_folder, tiny_regist
     assert a.head_kind == b.head_kind == "masked_lm"
     assert a.fingerprint == b.fingerprint
     ea, eb = Embedder(a, [1, 3]), Embedder(b, [1, 3])
-    for (_, sa), (_, sb) in zip(ea.iter_residue_states(proteins()),
-                                eb.iter_residue_states(proteins()), strict=True):
+    for (_, sa), (_, sb) in zip(
+        ea.iter_residue_states(proteins()), eb.iter_residue_states(proteins()), strict=True
+    ):
         assert np.abs(sa[3] - sb[3]).max() < 1e-5
 
 
 def test_registry_mismatch_is_one_clear_error(tiny_hf_folder):
-    with pytest.raises(ModelMismatchError, match="hidden size is 32 but registry entry "
-                       "'esm2_t6_8M_UR50D' expects 320"):
+    with pytest.raises(
+        ModelMismatchError,
+        match="hidden size is 32 but registry entry 'esm2_t6_8M_UR50D' expects 320",
+    ):
         load_model("esm2_t6_8M_UR50D", tiny_hf_folder)
 
 
@@ -74,7 +78,7 @@ def test_batched_equals_one_by_one(tiny_hf_folder, tiny_registry):
     batched = dict((p.id, s) for p, s in Embedder(m, [2, 3]).iter_residue_states(proteins()))
     single = Embedder(m, [2, 3], toks_per_batch=64)
     for p in proteins():
-        (_, s), = list(single.iter_residue_states([p]))
+        ((_, s),) = list(single.iter_residue_states([p]))
         assert s[3].shape == (len(p.sequence), 32)
         assert np.abs(s[3] - batched[p.id][3]).max() < 1e-4
 
@@ -82,10 +86,10 @@ def test_batched_equals_one_by_one(tiny_hf_folder, tiny_registry):
 def test_tiling_equals_untiled_when_protein_fits(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     prot = [Protein("long", "MKTAYIAKQRQISFVKSHFSRQ" * 5)]
-    (_, full), = list(Embedder(m, [3]).iter_residue_states(prot))
-    (_, same), = list(Embedder(m, [3], window=110, tile_overlap=20).iter_residue_states(prot))
+    ((_, full),) = list(Embedder(m, [3]).iter_residue_states(prot))
+    ((_, same),) = list(Embedder(m, [3], window=110, tile_overlap=20).iter_residue_states(prot))
     assert np.array_equal(full[3], same[3])
-    (_, tiled), = list(Embedder(m, [3], window=40, tile_overlap=12).iter_residue_states(prot))
+    ((_, tiled),) = list(Embedder(m, [3], window=40, tile_overlap=12).iter_residue_states(prot))
     assert tiled[3].shape == full[3].shape
     assert np.corrcoef(tiled[3].ravel(), full[3].ravel())[0, 1] > 0.5
 
@@ -122,7 +126,7 @@ def test_t6_batched_vs_single_and_tiling(t6):
     batched = {p.id: s for p, s in Embedder(t6, [2, 6]).iter_residue_states(prots)}
     worst = 0.0
     for p in prots:
-        (_, s), = list(Embedder(t6, [2, 6], toks_per_batch=64).iter_residue_states([p]))
+        ((_, s),) = list(Embedder(t6, [2, 6], toks_per_batch=64).iter_residue_states([p]))
         worst = max(worst, float(np.abs(s[6] - batched[p.id][6]).max()))
     print(f"max abs diff batched vs one-by-one: {worst:.2e}")
     assert worst < 1e-3
@@ -131,8 +135,9 @@ def test_t6_batched_vs_single_and_tiling(t6):
 def test_packed_embedder_equals_hugging_face_padded(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     packed = {p.id: s for p, s in Embedder(m, [0, 2, 3]).iter_residue_states(proteins())}
-    padded = {p.id: s for p, s in Embedder(m, [0, 2, 3], mode="padded")
-              .iter_residue_states(proteins())}
+    padded = {
+        p.id: s for p, s in Embedder(m, [0, 2, 3], mode="padded").iter_residue_states(proteins())
+    }
     for pid, states in padded.items():
         for layer in (0, 2, 3):
             assert np.abs(states[layer] - packed[pid][layer]).max() < 1e-4
@@ -148,7 +153,7 @@ def test_saved_cav_is_readable_by_the_group(tmp_path):
     import os
     import stat
 
-    from esm_tcav.cav import CAV
+    from esm_tcav.concepts.cav import CAV
 
     old = os.umask(0o022)
     try:

@@ -23,8 +23,14 @@ FLANK = 3  # annotated residues on each side of the motif that the motif does no
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")  # no C, W, H: the motif's residues mark the concept
 
 
-def write_planted_run(folder: Path, tiny_hf_folder: Path, tiny_registry: Path, n: int = 16,
-                      output_dir: str = "out", **sections) -> Path:
+def write_planted_run(
+    folder: Path,
+    tiny_hf_folder: Path,
+    tiny_registry: Path,
+    n: int = 16,
+    output_dir: str = "out",
+    **sections,
+) -> Path:
     """Positives (JSONL with spans) carrying MOTIF, negatives (FASTA) without it, a config.
 
     `sections` update config sections, e.g. train={"n_random": 19}. Returns the config path.
@@ -36,21 +42,41 @@ def write_planted_run(folder: Path, tiny_hf_folder: Path, tiny_registry: Path, n
             length = int(rng.integers(50, 80))
             start = int(rng.integers(FLANK + 2, length - len(MOTIF) - FLANK - 2))
             seq = "".join(rng.choice(BACKGROUND, length))
-            seq = seq[:start] + MOTIF + seq[start + len(MOTIF):]
-            span = {"motif_id": "m", "name": "planted", "start": start + 1 - FLANK,
-                    "end": start + len(MOTIF) + FLANK}
-            fh.write(json.dumps({"accession": f"P{i}", "sequence": seq,
-                                 "ground_truth_annotations": [span]}) + "\n")
-    (folder / "neg.fasta").write_text("".join(
-        f">N{i}\n{''.join(rng.choice(BACKGROUND, int(rng.integers(50, 80))))}\n"
-        for i in range(n)))
+            seq = seq[:start] + MOTIF + seq[start + len(MOTIF) :]
+            span = {
+                "motif_id": "m",
+                "name": "planted",
+                "start": start + 1 - FLANK,
+                "end": start + len(MOTIF) + FLANK,
+            }
+            fh.write(
+                json.dumps(
+                    {"accession": f"P{i}", "sequence": seq, "ground_truth_annotations": [span]}
+                )
+                + "\n"
+            )
+    (folder / "neg.fasta").write_text(
+        "".join(
+            f">N{i}\n{''.join(rng.choice(BACKGROUND, int(rng.integers(50, 80))))}\n"
+            for i in range(n)
+        )
+    )
     doc = {
-        "output_dir": output_dir, "seed": 0,
-        "model": {"name": "tiny_esm2", "path": str(tiny_hf_folder),
-                  "registry_file": str(tiny_registry), "layers": [1, 2, 3]},
+        "output_dir": output_dir,
+        "seed": 0,
+        "model": {
+            "name": "tiny_esm2",
+            "path": str(tiny_hf_folder),
+            "registry_file": str(tiny_registry),
+            "layers": [1, 2, 3],
+        },
         "embed": {"shard_proteins": 8},
-        "data": {"concept": "planted_motif", "positives": "pos.jsonl",
-                 "negatives": "neg.fasta", "test_fraction": 0.3},
+        "data": {
+            "concept": "planted_motif",
+            "positives": "pos.jsonl",
+            "negatives": "neg.fasta",
+            "test_fraction": 0.3,
+        },
         "train": {"n_random": 9, "pca_components": 16, "folds": 3},
         "evaluate": {"bootstrap": 50},
         "detect": {"heatmaps_top": 1, "heatmaps_random": 1, "min_span_length": 4},
@@ -71,8 +97,11 @@ def _invoke(*args: str):
 
 
 def _sha(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def test_run_layout_reuse_and_force(tmp_path, tiny_hf_folder, tiny_registry):
@@ -153,8 +182,9 @@ def test_steps_option_runs_only_those_steps(tmp_path, tiny_hf_folder, tiny_regis
     assert set(manifest["steps"]) == {"embed", "train"}
 
     # the config's own `steps` list is honoured too, and a later step reuses the earlier ones
-    cfg2 = write_planted_run(tmp_path, tiny_hf_folder, tiny_registry,
-                             steps=["embed", "train", "report"])
+    cfg2 = write_planted_run(
+        tmp_path, tiny_hf_folder, tiny_registry, steps=["embed", "train", "report"]
+    )
     res = _invoke("run", str(cfg2), "--json")
     assert res.exit_code == 0, res.output
     assert list(json.loads(res.stdout)["steps"]) == ["embed", "train", "report"]
@@ -163,14 +193,18 @@ def test_steps_option_runs_only_those_steps(tmp_path, tiny_hf_folder, tiny_regis
     assert manifest["steps"]["train"]["result"]["reused"] is True
 
 
-@pytest.mark.parametrize(("section", "bad", "key", "words"), [
-    ("train", {"n_randm": 5}, "train.n_randm", "unknown key"),
-    ("train", {"n_random": "many"}, "train.n_random", "integer"),
-    ("detect", {"layer": [1, 2]}, "detect.layer", "integer"),
-    ("top", {"outptu_dir": "x"}, "outptu_dir", "unknown key"),
-])
-def test_bad_config_is_one_line_naming_the_key(tmp_path, tiny_hf_folder, tiny_registry, section,
-                                               bad, key, words):
+@pytest.mark.parametrize(
+    ("section", "bad", "key", "words"),
+    [
+        ("train", {"n_randm": 5}, "train.n_randm", "unknown key"),
+        ("train", {"n_random": "many"}, "train.n_random", "integer"),
+        ("detect", {"layer": [1, 2]}, "detect.layer", "integer"),
+        ("top", {"outptu_dir": "x"}, "outptu_dir", "unknown key"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(
+    tmp_path, tiny_hf_folder, tiny_registry, section, bad, key, words
+):
     if section == "top":
         cfg = write_planted_run(tmp_path, tiny_hf_folder, tiny_registry, **bad)
     else:

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from esm_tcav.config import load_config
-from esm_tcav.context import RunContext
-from esm_tcav.pipeline import run_pipeline
-from esm_tcav.report import (
+from esm_tcav.report.render import (
     fmt_2,
     fmt_auc,
     fmt_ci,
@@ -26,6 +24,8 @@ from esm_tcav.report import (
     run_report,
     write_report,
 )
+from esm_tcav.run.context import RunContext
+from esm_tcav.run.pipeline import run_pipeline
 
 from .test_pipeline import write_planted_run
 
@@ -41,8 +41,13 @@ MODEL = "tiny_esm2"
 def run_dir(tmp_path_factory, tiny_hf_folder, tiny_registry) -> Path:
     """The whole pipeline on the planted concept; 39 random CAVs so p can reach 0.025."""
     folder = tmp_path_factory.mktemp("report_run")
-    cfg = write_planted_run(folder, tiny_hf_folder, tiny_registry, train={"n_random": 39},
-                            detect={"heatmaps_top": 2, "heatmaps_random": 1})
+    cfg = write_planted_run(
+        folder,
+        tiny_hf_folder,
+        tiny_registry,
+        train={"n_random": 39},
+        detect={"heatmaps_top": 2, "heatmaps_random": 1},
+    )
     ctx = RunContext(load_config(cfg))
     run_pipeline(ctx)
     return folder / "out"
@@ -76,8 +81,9 @@ class _Images(HTMLParser):
         if tag == "img":
             self.srcs.append(attrs.get("src") or "")
         if tag in ("script", "link", "iframe", "object", "embed") or (
-                tag != "a" and any(str(v).startswith(("http:", "https:", "//"))
-                                   for v in attrs.values() if v)):
+            tag != "a"
+            and any(str(v).startswith(("http:", "https:", "//")) for v in attrs.values() if v)
+        ):
             self.external.append(f"<{tag} {attrs}>")
 
 
@@ -113,8 +119,10 @@ def test_report_renders_the_run_with_its_numbers(run_dir):
 
     # the verdict, in the words and formats of the report
     auroc_txt = f"held-out AUROC {fmt_auc(row['auroc'])} {fmt_ci(heldout['auroc_ci'])}"
-    stat_txt = (f"p = {fmt_p(row['p'])} (smallest possible with 39 random CAVs: "
-                f"{fmt_p(row['min_p'])}), q = {fmt_p(row['q'])}")
+    stat_txt = (
+        f"p = {fmt_p(row['p'])} (smallest possible with 39 random CAVs: "
+        f"{fmt_p(row['min_p'])}), q = {fmt_p(row['q'])}"
+    )
     assert f"{MODEL} layer {best} encodes planted_motif: {auroc_txt}, {stat_txt}" in dom
     assert row["significant"] and "<b>significant</b> at α = 0.05" in dom
     assert p_in_words(row["p"], 39) == "beats all 39 random CAVs"
@@ -135,8 +143,9 @@ def test_report_renders_the_run_with_its_numbers(run_dir):
     det = _json(run_dir / "detections" / MODEL / "test" / f"L{best}" / "summary.json")
     m = det["metrics"]
     assert f"residue F1 {fmt_2(m['residue']['f1'])}" in dom
-    assert (f"{fmt_2(m['false_spans_per_kres'])} false spans per 1,000 residues of negative "
-            "proteins") in dom
+    assert (
+        f"{fmt_2(m['false_spans_per_kres'])} false spans per 1,000 residues of negative proteins"
+    ) in dom
     assert f"<b>{det['spans']} spans</b>" in dom
 
     # TCAV: scores and verdicts per layer, the last layer not testable under a class head
@@ -169,8 +178,7 @@ def test_report_renders_the_run_with_its_numbers(run_dir):
 def test_partial_results_render_with_not_run_sections(run_dir, tmp_path):
     from .browser import render_html
 
-    only_train = _copy(run_dir, tmp_path / "only_train",
-                       drop=("evaluations", "detections", "tcav"))
+    only_train = _copy(run_dir, tmp_path / "only_train", drop=("evaluations", "detections", "tcav"))
     path = write_report(only_train)
     res = render_html(path)
     assert res.console_errors == [], res.console_errors
@@ -220,8 +228,10 @@ def test_values_from_data_are_escaped(run_dir, tmp_path):
 def test_skipped_tcav_is_said_plainly(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "skipped", drop=("tcav",))
     manifest = _json(out / "run_manifest.json")
-    manifest["steps"]["tcav"] = {"seconds": 0.0, "result": {
-        "skipped": "the model has no sequence-classification or masked-LM head"}}
+    manifest["steps"]["tcav"] = {
+        "seconds": 0.0,
+        "result": {"skipped": "the model has no sequence-classification or masked-LM head"},
+    }
     (out / "run_manifest.json").write_text(json.dumps(manifest))
     text = write_report(out).read_text()
     assert "<b>Skipped:</b> the model has no sequence-classification" in text

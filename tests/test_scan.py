@@ -17,28 +17,22 @@ import pytest
 import torch
 from transformers import EsmModel
 
-from esm_tcav import scan as scan_mod
-from esm_tcav.cav import CAV
-from esm_tcav.embed import Embedder
+from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.library import LibraryConcept, add_to_library, load_library
+from esm_tcav.engine.batching import packed_batches, padded_batches, padding_fraction
+from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
 from esm_tcav.errors import ArtifactError, InputError, ModelMismatchError
-from esm_tcav.gpu import (
-    PackedEncoder,
-    Projection,
-    ScanEngine,
-    packed_batches,
-    padded_batches,
-    padding_fraction,
-)
-from esm_tcav.library import LibraryConcept, add_to_library, load_library
-from esm_tcav.models import load_model
-from esm_tcav.scan import (
+from esm_tcav.io.sequences import Protein
+from esm_tcav.localize import scan as scan_mod
+from esm_tcav.localize.scan import (
     load_scan_model,
     merge_shards,
     run_scan,
     slurm_commands,
     validate_fasta,
 )
-from esm_tcav.sequences import Protein
+from esm_tcav.models.esm2 import load_model
 
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")  # no W: W runs are the planted concept
 RUN = 8
@@ -58,10 +52,12 @@ def planted_proteins(n: int, seed: int = 1) -> list[tuple[Protein, list[tuple[in
     for i in range(n):
         length = int(rng.integers(40, 140))
         k = i % 3
-        starts = sorted(rng.choice(np.arange(5, length - RUN - 5, RUN + 6), k, replace=False)
-                        .tolist()) if k else []
-        out.append((_protein(rng, f"prot{i}", length, starts),
-                    [(a + 1, a + RUN) for a in starts]))
+        starts = (
+            sorted(rng.choice(np.arange(5, length - RUN - 5, RUN + 6), k, replace=False).tolist())
+            if k
+            else []
+        )
+        out.append((_protein(rng, f"prot{i}", length, starts), [(a + 1, a + RUN) for a in starts]))
     return out
 
 
@@ -89,20 +85,34 @@ def random_cav(name: str, layer: int, hidden: int, seed: int) -> CAV:
 
 
 def make_library(root: Path, loaded, cavs: list[CAV], **rules) -> Path:
-    model = {"name": loaded.spec.name, "fingerprint": loaded.fingerprint,
-             "hidden_size": loaded.spec.hidden_size}
+    model = {
+        "name": loaded.spec.name,
+        "fingerprint": loaded.fingerprint,
+        "hidden_size": loaded.spec.hidden_size,
+    }
     for cav in cavs:
         rule = rules.get(cav.concept, {})
-        add_to_library(root, model, LibraryConcept(
-            name=cav.concept, layer=cav.layer, direction=cav.direction, bias=cav.bias,
-            threshold=rule.get("threshold", 0.0), smoothing_window=rule.get("smoothing", 1),
-            min_span_length=rule.get("min_length", 4), merge_gap=rule.get("merge_gap", 1)))
+        add_to_library(
+            root,
+            model,
+            LibraryConcept(
+                name=cav.concept,
+                layer=cav.layer,
+                direction=cav.direction,
+                bias=cav.bias,
+                threshold=rule.get("threshold", 0.0),
+                smoothing_window=rule.get("smoothing", 1),
+                min_span_length=rule.get("min_length", 4),
+                merge_gap=rule.get("merge_gap", 1),
+            ),
+        )
     return root
 
 
 def write_fasta(path: Path, proteins: list[Protein]) -> Path:
-    path.write_text("".join(f">{p.id} test protein\n{p.sequence[:50]}\n{p.sequence[50:]}\n"
-                            for p in proteins))
+    path.write_text(
+        "".join(f">{p.id} test protein\n{p.sequence[:50]}\n{p.sequence[50:]}\n" for p in proteins)
+    )
     return path
 
 
@@ -157,8 +167,9 @@ def test_packed_forward_matches_hf_esm_model(tiny_hf_folder, tiny_registry, dtyp
     positions = torch.cat([torch.arange(n) for n in lengths])
     tokens, mask = loaded.alphabet.batch(seqs)
     with torch.inference_mode():
-        out = PackedEncoder(loaded)(flat, torch.tensor(cu, dtype=torch.int32), cu, positions,
-                                    max(lengths), [0, 1, 3])
+        out = PackedEncoder(loaded)(
+            flat, torch.tensor(cu, dtype=torch.int32), cu, positions, max(lengths), [0, 1, 3]
+        )
         hs = ref(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states
     for layer in (0, 1, 3):
         for i in range(len(seqs)):
@@ -180,10 +191,14 @@ def test_packed_forward_handles_mask_tokens_like_hf(tiny):
         tokens[r, : len(e)] = torch.tensor(e)
         mask[r, : len(e)] = 1
     with torch.inference_mode():
-        ours = PackedEncoder(tiny)(torch.tensor([t for e in enc for t in e]),
-                                   torch.tensor(cu, dtype=torch.int32), cu,
-                                   torch.cat([torch.arange(n) for n in lengths]), max(lengths),
-                                   [2])[2]
+        ours = PackedEncoder(tiny)(
+            torch.tensor([t for e in enc for t in e]),
+            torch.tensor(cu, dtype=torch.int32),
+            cu,
+            torch.cat([torch.arange(n) for n in lengths]),
+            max(lengths),
+            [2],
+        )[2]
         ref = tiny.run_layers(tokens, mask, [2])[2]
     for r in range(2):
         assert torch.allclose(ours[cu[r] : cu[r + 1]], ref[r, : lengths[r]], atol=1e-5)
@@ -205,12 +220,20 @@ def test_engine_scores_equal_embedder_states_projected(tiny, mode):
     """Tiles, sorting and batching must not change a residue's score (also for tiled proteins)."""
     cavs = [random_cav("a", 1, 32, 3), random_cav("b", 3, 32, 4)]
     proteins = [p for p, _ in planted_proteins(6)] + [
-        Protein("long", "".join(np.random.default_rng(5).choice(BACKGROUND, 150)))]
-    engine = ScanEngine(tiny, Projection.from_cavs(cavs, 32), toks_per_batch=200, window=64,
-                        tile_overlap=16, mode=mode)
+        Protein("long", "".join(np.random.default_rng(5).choice(BACKGROUND, 150)))
+    ]
+    engine = ScanEngine(
+        tiny,
+        Projection.from_cavs(cavs, 32),
+        toks_per_batch=200,
+        window=64,
+        tile_overlap=16,
+        mode=mode,
+    )
     got = dict(engine.score(proteins))
-    emb = Embedder(tiny, [1, 3], toks_per_batch=200, window=64, tile_overlap=16,
-                   mode="padded")  # the Hugging Face modules as the reference
+    emb = Embedder(
+        tiny, [1, 3], toks_per_batch=200, window=64, tile_overlap=16, mode="padded"
+    )  # the Hugging Face modules as the reference
     index = {p.id: i for i, p in enumerate(proteins)}
     for p, states in emb.iter_residue_states(proteins):
         i = index[p.id]
@@ -224,8 +247,15 @@ def test_engine_scores_equal_embedder_states_projected(tiny, mode):
 
 def test_scan_finds_the_planted_spans_and_writes_every_output(tiny, planted, tmp_path):
     out = tmp_path / "scan"
-    summary = run_scan(planted["fasta"], planted["lib"], out, loaded=tiny, toks_per_batch=300,
-                       chunk_proteins=5, progress=False)
+    summary = run_scan(
+        planted["fasta"],
+        planted["lib"],
+        out,
+        loaded=tiny,
+        toks_per_batch=300,
+        chunk_proteins=5,
+        progress=False,
+    )
     assert summary["proteins"] == 12
     assert summary["residues"] == sum(len(p.sequence) for p, _ in planted["items"])
     for name in (*scan_mod.FILES, "summary.json", "checkpoint.json"):
@@ -269,8 +299,9 @@ def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, plante
     """The GPU settings (bfloat16, packed rows) run on the CPU: same spans, close scores."""
     lib = load_library(planted["lib"])
     ref = load_scan_model(lib, model_path=tiny_hf_folder, registry_file=tiny_registry)
-    bf16 = load_scan_model(lib, dtype="bfloat16", model_path=tiny_hf_folder,
-                           registry_file=tiny_registry)
+    bf16 = load_scan_model(
+        lib, dtype="bfloat16", model_path=tiny_hf_folder, registry_file=tiny_registry
+    )
     assert bf16.dtype == torch.bfloat16 and bf16.fingerprint == ref.fingerprint
     proteins = [p for p, _ in planted["items"]]
     proj = Projection.from_cavs(planted["cavs"], 32)
@@ -281,10 +312,22 @@ def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, plante
             scale = np.abs(want[i]).max(axis=0) + 1e-3
             err = np.abs(got[i] - want[i]).max(axis=0) / scale
             assert (err < 0.05).all(), (mode, i, err)
-    a = run_scan(planted["fasta"], planted["lib"], tmp_path / "f32", loaded=ref, engine="padded",
-                 progress=False)
-    b = run_scan(planted["fasta"], planted["lib"], tmp_path / "bf16", loaded=bf16,
-                 engine="packed", progress=False)
+    a = run_scan(
+        planted["fasta"],
+        planted["lib"],
+        tmp_path / "f32",
+        loaded=ref,
+        engine="padded",
+        progress=False,
+    )
+    b = run_scan(
+        planted["fasta"],
+        planted["lib"],
+        tmp_path / "bf16",
+        loaded=bf16,
+        engine="packed",
+        progress=False,
+    )
     assert b["dtype"] == "bfloat16" and b["engine"] == "packed"
     trp_a = [r[:4] for r in _read_tsv(tmp_path / "f32" / "scan.tsv") if r[5] == "trp_run"]
     trp_b = [r[:4] for r in _read_tsv(tmp_path / "bf16" / "scan.tsv") if r[5] == "trp_run"]
@@ -296,8 +339,7 @@ def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, plante
 
 def test_resume_after_a_kill_rescans_nothing_and_matches(tiny, planted, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
-    run_scan(planted["fasta"], planted["lib"], whole, loaded=tiny, chunk_proteins=3,
-             progress=False)
+    run_scan(planted["fasta"], planted["lib"], whole, loaded=tiny, chunk_proteins=3, progress=False)
 
     out = tmp_path / "killed"
     real = scan_mod._write_checkpoint
@@ -311,8 +353,9 @@ def test_resume_after_a_kill_rescans_nothing_and_matches(tiny, planted, tmp_path
 
     monkeypatch.setattr(scan_mod, "_write_checkpoint", dying)
     with pytest.raises(KeyboardInterrupt):
-        run_scan(planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3,
-                 progress=False)
+        run_scan(
+            planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3, progress=False
+        )
     monkeypatch.setattr(scan_mod, "_write_checkpoint", real)
     state = json.loads((out / "checkpoint.json").read_text())
     assert state["chunks_done"] == 2 and not state["complete"]
@@ -326,18 +369,23 @@ def test_resume_after_a_kill_rescans_nothing_and_matches(tiny, planted, tmp_path
         return original(self, proteins)
 
     monkeypatch.setattr(ScanEngine, "score", counting)
-    summary = run_scan(planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3,
-                       progress=False)
+    summary = run_scan(
+        planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3, progress=False
+    )
     assert scored == [f"prot{i}" for i in range(6, 12)]  # only the unfinished proteins
-    assert summary["this_run"] == {"proteins": 6, "residues": summary["this_run"]["residues"],
-                                   "resumed_from_chunk": 2}
+    assert summary["this_run"] == {
+        "proteins": 6,
+        "residues": summary["this_run"]["residues"],
+        "resumed_from_chunk": 2,
+    }
     assert summary["proteins"] == 12
     assert _digest(out) == _digest(whole)
     assert summary["concepts"] == json.loads((whole / "summary.json").read_text())["concepts"]
 
     scored.clear()  # a finished scan is not redone
-    again = run_scan(planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3,
-                     progress=False)
+    again = run_scan(
+        planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3, progress=False
+    )
     assert again["already_complete"] and scored == []
 
 
@@ -353,8 +401,10 @@ def test_shards_merge_into_the_whole_scan(tiny, planted, tmp_path):
     whole = tmp_path / "whole"
     run_scan(planted["fasta"], planted["lib"], whole, loaded=tiny, progress=False)
     out = tmp_path / "sharded"
-    parts = [run_scan(planted["fasta"], planted["lib"], out, shard=f"{i}/3", loaded=tiny,
-                      progress=False) for i in (2, 0)]
+    parts = [
+        run_scan(planted["fasta"], planted["lib"], out, shard=f"{i}/3", loaded=tiny, progress=False)
+        for i in (2, 0)
+    ]
     assert parts[0]["records"] == [8, 12]
     with pytest.raises(ArtifactError, match="not finished"):
         merge_shards(out, 3)
@@ -386,8 +436,9 @@ def test_bad_fasta_fails_before_anything_is_written(tiny, planted, tmp_path):
     assert [p.id for p in scan_mod.iter_fasta(clean)] == ["P1", "b"]
 
 
-def test_tampered_or_foreign_library_is_refused(tiny, tiny_mlm_folder, tiny_registry, planted,
-                                                tmp_path):
+def test_tampered_or_foreign_library_is_refused(
+    tiny, tiny_mlm_folder, tiny_registry, planted, tmp_path
+):
     import shutil
 
     lib = tmp_path / "lib"
@@ -402,8 +453,15 @@ def test_tampered_or_foreign_library_is_refused(tiny, tiny_mlm_folder, tiny_regi
         run_scan(planted["fasta"], lib, tmp_path / "o", loaded=tiny, progress=False)
 
 
-def test_scan_loads_the_library_model_from_its_path(tiny_hf_folder, tiny_registry, planted,
-                                                    tmp_path):
-    summary = run_scan(planted["fasta"], planted["lib"], tmp_path / "o",
-                       model_path=tiny_hf_folder, registry_file=tiny_registry, progress=False)
+def test_scan_loads_the_library_model_from_its_path(
+    tiny_hf_folder, tiny_registry, planted, tmp_path
+):
+    summary = run_scan(
+        planted["fasta"],
+        planted["lib"],
+        tmp_path / "o",
+        model_path=tiny_hf_folder,
+        registry_file=tiny_registry,
+        progress=False,
+    )
     assert summary["fingerprint"] == load_library(planted["lib"]).model["fingerprint"]

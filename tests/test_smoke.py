@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from esm_tcav import smoke
 from esm_tcav.errors import EsmTcavError
+from esm_tcav.run import smoke
 
 
 def test_planted_and_null_data_are_what_they_claim():
     records, negatives = smoke.make_planted(np.random.default_rng(0), 6, 6, plant=True)
     for r in records:
         for s in r["ground_truth_annotations"]:
-            assert r["sequence"][s["start"] - 1:s["end"]] == smoke.MOTIF
+            assert r["sequence"][s["start"] - 1 : s["end"]] == smoke.MOTIF
     assert all(smoke.MOTIF not in s for _, s in negatives)
     assert "XU" in negatives[0][1]
     null, _ = smoke.make_planted(np.random.default_rng(0), 6, 6, plant=False)
@@ -30,8 +30,9 @@ def test_planted_and_null_data_are_what_they_claim():
 def test_a_crashing_step_is_a_failed_check_not_a_crash():
     checks = smoke._Checks()
     assert checks.guard("training", lambda: 1 / 0) is None
-    assert checks.items == [{"name": "training", "passed": False,
-                             "detail": "ZeroDivisionError: division by zero"}]
+    assert checks.items == [
+        {"name": "training", "passed": False, "detail": "ZeroDivisionError: division by zero"}
+    ]
 
 
 def test_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
@@ -46,8 +47,16 @@ def test_smoke_passes_on_the_t6_backbone(tmp_path, t6):
     failed = [c for c in result["checks"] if not c["passed"]]
     assert result["passed"], failed
     names = {c["name"] for c in result["checks"]}
-    assert {"model_load", "embedding", "guardrails", "planted_found", "evaluation",
-            "artifacts", "detection_one_protein", "null_not_significant"} <= names
+    assert {
+        "model_load",
+        "embedding",
+        "guardrails",
+        "planted_found",
+        "evaluation",
+        "artifacts",
+        "detection_one_protein",
+        "null_not_significant",
+    } <= names
     doc = json.loads((tmp_path / "smoke_test_metrics.json").read_text())
     assert doc["passed"] and len(doc["metrics"]["detection"]["scores"]) > 0
     # the null concept's statistics are not a rubber stamp

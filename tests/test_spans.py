@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from esm_tcav.sequences import Span
-from esm_tcav.spans import (
+from esm_tcav.io.sequences import Span
+from esm_tcav.localize.spans import (
     ScoredSpan,
     best_iou_per_domain,
     domain_hit_rate,
@@ -34,7 +34,10 @@ def test_merge_gap_joins_runs_and_averages_gap():
     s = np.array([1, 1, 0, 0, 1, 1, 0, 0, 0, 1], dtype=float)
     # gap of 2 between runs 1-2 and 5-6; gap of 3 between 5-6 and 10
     assert [(x.start, x.end) for x in scores_to_spans(s, 0.5, merge_gap=1)] == [
-        (1, 2), (5, 6), (10, 10)]
+        (1, 2),
+        (5, 6),
+        (10, 10),
+    ]
     merged = scores_to_spans(s, 0.5, merge_gap=2)
     assert [(x.start, x.end) for x in merged] == [(1, 6), (10, 10)]
     assert merged[0].score == pytest.approx(4 / 6)

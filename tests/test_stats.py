@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from esm_tcav.stats import (
+from esm_tcav.concepts.stats import (
     RankedScores,
     add_qvalues,
     bh_qvalues,
@@ -60,16 +60,20 @@ def test_bh_matches_scipy_and_hand():
 
 
 def test_layer_statistics_and_verdict_words():
-    per = {2: layer_statistics(0.95, [0.94, 0.96, 0.95], np.linspace(0.45, 0.55, 99)),
-           4: layer_statistics(0.50, [0.5, 0.52, 0.48], np.linspace(0.4, 0.6, 99))}
+    per = {
+        2: layer_statistics(0.95, [0.94, 0.96, 0.95], np.linspace(0.45, 0.55, 99)),
+        4: layer_statistics(0.50, [0.5, 0.52, 0.48], np.linspace(0.4, 0.6, 99)),
+    }
     per[2]["auroc"], per[4]["auroc"] = 0.95, 0.50
     add_qvalues(per, 0.05)
     assert per[2]["p"] == pytest.approx(0.01) and per[2]["q"] == pytest.approx(0.02)
     assert per[2]["significant"] and per[2]["verdict"].startswith("significant")
     assert not per[4]["significant"] and per[4]["verdict"].startswith("not significant")
     # 20 random CAVs, two layers: p at its minimum 1/21 but q = 2/21 > 0.05: said in words
-    two = {n: {**layer_statistics(0.95, [0.95, 0.94], np.linspace(0.45, 0.55, 20)), "auroc": 0.95}
-           for n in (1, 2)}
+    two = {
+        n: {**layer_statistics(0.95, [0.95, 0.94], np.linspace(0.45, 0.55, 20)), "auroc": 0.95}
+        for n in (1, 2)
+    }
     two[2]["p"] = 0.5
     add_qvalues(two, 0.05)
     assert not two[1]["significant"] and "at its minimum" in two[1]["verdict"]

@@ -5,14 +5,17 @@ import pytest
 from typer.testing import CliRunner
 
 from esm_tcav.cli import app
-from esm_tcav.embed import Embedder
+from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ArtifactError
-from esm_tcav.models import load_model
-from esm_tcav.sequences import Protein, Span
-from esm_tcav.store import EmbeddingStore
+from esm_tcav.io.sequences import Protein, Span
+from esm_tcav.models.esm2 import load_model
 
-PROTS = [Protein("a", "MKTAYIAKQRQISFVKSHFSRQ", (Span(3, 9, "x"),)), Protein("b", "MKVLAAGIVG"),
-         Protein("c", "ACDEFGHIKLMNPQRSTVWY")]
+PROTS = [
+    Protein("a", "MKTAYIAKQRQISFVKSHFSRQ", (Span(3, 9, "x"),)),
+    Protein("b", "MKVLAAGIVG"),
+    Protein("c", "ACDEFGHIKLMNPQRSTVWY"),
+]
 
 
 @pytest.fixture()
@@ -28,8 +31,9 @@ def test_store_roundtrip_memory_mapped(tiny, tmp_path):
     for prot, states in items:
         assert np.array_equal(again.residues(prot.seq_hash, 3), states[3])
         assert np.allclose(again.mean(prot.seq_hash, 1), states[1].mean(0), atol=1e-6)
-    assert np.allclose(again.span(PROTS[0].seq_hash, 3, 3, 9, "x"), items[0][1][3][2:9].mean(0),
-                       atol=1e-6)
+    assert np.allclose(
+        again.span(PROTS[0].seq_hash, 3, 3, 9, "x"), items[0][1][3][2:9].mean(0), atol=1e-6
+    )
     assert again.missing(PROTS, [1, 3]) == []
     assert [p.id for p in again.missing(PROTS, [2])] == ["a", "b", "c"]
     shard = next(tmp_path.glob("*/shard-*"))
@@ -39,7 +43,7 @@ def test_store_roundtrip_memory_mapped(tiny, tmp_path):
 def test_killed_write_leaves_no_shard(tiny, tmp_path, monkeypatch):
     items = list(Embedder(tiny, [1]).iter_residue_states(PROTS))
     store = EmbeddingStore(tmp_path, tiny.fingerprint)
-    import esm_tcav.store as store_mod
+    import esm_tcav.engine.store as store_mod
 
     calls = {"n": 0}
     real = store_mod._save
@@ -74,8 +78,18 @@ def _write_config(tmp_path, tiny_hf_folder, tiny_registry, n=6):
     with pos.open("w") as fh:
         for i in range(n):
             seq = "".join(rng.choice(aa, 40))
-            fh.write(json.dumps({"accession": f"P{i}", "sequence": seq, "ground_truth_annotations":
-                                 [{"motif_id": "m", "start": 5, "end": 15, "name": "m"}]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "accession": f"P{i}",
+                        "sequence": seq,
+                        "ground_truth_annotations": [
+                            {"motif_id": "m", "start": 5, "end": 15, "name": "m"}
+                        ],
+                    }
+                )
+                + "\n"
+            )
     neg.write_text("".join(f">N{i}\n{''.join(rng.choice(aa, 40))}\n" for i in range(n)))
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

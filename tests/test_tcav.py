@@ -9,9 +9,7 @@ import torch
 from scipy import stats
 from transformers import EsmModel
 
-from esm_tcav.errors import ConfigError, ModelMismatchError
-from esm_tcav.models import load_model
-from esm_tcav.tcav import (
+from esm_tcav.concepts.tcav import (
     _bh,
     compare_to_randoms,
     make_target,
@@ -20,6 +18,8 @@ from esm_tcav.tcav import (
     target_values,
     tcav_scores,
 )
+from esm_tcav.errors import ConfigError, ModelMismatchError
+from esm_tcav.models.esm2 import load_model
 
 from .conftest import tiny_config
 
@@ -74,8 +74,10 @@ def test_model_without_head_is_a_clear_error(tmp_path, tiny_registry):
 
     _write_vocab(folder)
     m = load_model("tiny_esm2", folder, registry_file=tiny_registry)
-    with pytest.raises(ModelMismatchError, match="no classification or masked-LM head.*"
-                       "EsmForSequenceClassification"):
+    with pytest.raises(
+        ModelMismatchError,
+        match="no classification or masked-LM head.*EsmForSequenceClassification",
+    ):
         target_kind(m)
 
 
@@ -129,8 +131,8 @@ def trained_any(request, tmp_path_factory, tiny_registry):
 
 
 def test_run_tcav_writes_scores_tests_and_plot(trained_any):
-    from esm_tcav.artifacts import load_concept
-    from esm_tcav.tcav import run_tcav
+    from esm_tcav.concepts.artifacts import load_concept
+    from esm_tcav.concepts.tcav import run_tcav
 
     from .test_detect import ctx_for
 

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
+from esm_tcav.concepts.thresholds import (
+    build_thresholds,
+    compute_methods,
+    get_threshold,
+    metrics_at,
+)
 from esm_tcav.errors import ArtifactError
-from esm_tcav.thresholds import build_thresholds, compute_methods, get_threshold, metrics_at
 
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.4, 0.3, 0.2, 0.1])
 LABELS = np.array([1, 1, 0, 1, 1, 0, 0, 1, 0, 0])
@@ -43,8 +48,10 @@ def test_document_and_lookup():
     assert doc["score"] == "cav projection (signed distance, raw units)"
     assert set(doc["methods"]) == {"f1_max", "precision_at_recall", "fpr"}
     assert get_threshold(doc, "f1_max") == pytest.approx(0.55)
-    with pytest.raises(ArtifactError, match="thresholds.json has no method 'x'; available: "
-                       "f1_max, fpr, precision_at_recall"):
+    with pytest.raises(
+        ArtifactError,
+        match="thresholds.json has no method 'x'; available: f1_max, fpr, precision_at_recall",
+    ):
         get_threshold(doc, "x")
 
 

@@ -14,14 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from esm_tcav import cav as cav_module
-from esm_tcav.artifacts import concept_dir, latest_version, load_concept, randoms_dir
-from esm_tcav.config import config_from_dict, load_config
-from esm_tcav.context import RunContext
-from esm_tcav.errors import ConfigError
-from esm_tcav.sequences import Protein, Span
-from esm_tcav.stats import add_qvalues
-from esm_tcav.train import (
+from esm_tcav.concepts import cav as cav_module
+from esm_tcav.concepts.artifacts import concept_dir, latest_version, load_concept, randoms_dir
+from esm_tcav.concepts.stats import add_qvalues
+from esm_tcav.concepts.train import (
     cross_validate,
     plan_examples,
     random_labels,
@@ -29,6 +25,10 @@ from esm_tcav.train import (
     run_train,
     train_layer,
 )
+from esm_tcav.config import config_from_dict, load_config
+from esm_tcav.errors import ConfigError
+from esm_tcav.io.sequences import Protein, Span
+from esm_tcav.run.context import RunContext
 
 H = 24
 AA = "ADEFGIKLMNPQRSTVY"
@@ -72,10 +72,19 @@ def synthetic_proteins(n_pos: int = 30, n_neg: int = 30, seed: int = 0):
 
 
 def _cfg(**train):
-    return config_from_dict({"data": {"positives": "x", "negatives": "y"},
-                             "train": {"n_random": 19, "pca_components": 8, "folds": 3,
-                                       "residue_cap": 2000, **train},
-                             "evaluate": {"alpha": 0.05}})
+    return config_from_dict(
+        {
+            "data": {"positives": "x", "negatives": "y"},
+            "train": {
+                "n_random": 19,
+                "pca_components": 8,
+                "folds": 3,
+                "residue_cap": 2000,
+                **train,
+            },
+            "evaluate": {"alpha": 0.05},
+        }
+    )
 
 
 def _split(pos, neg):
@@ -86,8 +95,9 @@ def _layer(store, pos, neg, cfg, granularity="residue"):
     (trp, trn), (tep, ten) = _split(pos, neg)
     tr = plan_examples(granularity, trp, trn, cfg.train.residue_cap, cfg.seed)
     te = plan_examples(granularity, tep, ten, cfg.train.residue_cap, cfg.seed, test=True)
-    residue_test = te if granularity == "residue" else plan_examples("residue", tep, ten, 0, 0,
-                                                                       test=True)
+    residue_test = (
+        te if granularity == "residue" else plan_examples("residue", tep, ten, 0, 0, test=True)
+    )
     return train_layer(store, 3, tr, te, residue_test, cfg, "c", granularity)
 
 
@@ -148,8 +158,9 @@ def test_residue_examples_are_balanced_capped_and_seeded():
 def test_span_windows_are_length_matched_and_outside_spans():
     pos, neg = synthetic_proteins()
     ex = plan_examples("span", pos, neg, 0, seed=0)
-    span_lengths = sorted(int(e - s) for s, e, y in zip(ex.start, ex.end, ex.y, strict=True)
-                          if y == 1)
+    span_lengths = sorted(
+        int(e - s) for s, e, y in zip(ex.start, ex.end, ex.y, strict=True) if y == 1
+    )
     for s, e, y, pi in zip(ex.start, ex.end, ex.y, ex.prot, strict=True):
         if y == 0:
             assert int(e - s) in span_lengths
@@ -235,8 +246,9 @@ MOTIF = "CWHCWHCWHCWH"
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")
 
 
-def planted_config(folder: Path, tiny_hf_folder: Path, tiny_registry: Path, n: int = 16,
-                   **sections) -> Path:
+def planted_config(
+    folder: Path, tiny_hf_folder: Path, tiny_registry: Path, n: int = 16, **sections
+) -> Path:
     """A planted-motif dataset (JSONL positives with spans, FASTA negatives) and its config."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -245,20 +257,38 @@ def planted_config(folder: Path, tiny_hf_folder: Path, tiny_registry: Path, n: i
             length = int(rng.integers(40, 70))
             start = int(rng.integers(3, length - len(MOTIF) - 3))
             seq = "".join(rng.choice(BACKGROUND, length))
-            seq = seq[:start] + MOTIF + seq[start + len(MOTIF):]
-            fh.write(json.dumps({"accession": f"P{i}", "sequence": seq,
-                                 "ground_truth_annotations": [
-                                     {"name": "m", "start": start + 1,
-                                      "end": start + len(MOTIF)}]}) + "\n")
-    (folder / "neg.fasta").write_text("".join(
-        f">N{i}\n{''.join(rng.choice(BACKGROUND, int(rng.integers(40, 70))))}\n"
-        for i in range(n)))
-    doc = {"output_dir": "out", "seed": 0,
-           "model": {"name": "tiny_esm2", "path": str(tiny_hf_folder),
-                     "registry_file": str(tiny_registry), "layers": [1, 3]},
-           "data": {"concept": "motif", "positives": "pos.jsonl", "negatives": "neg.fasta"},
-           "train": {"n_random": 9, "pca_components": 16, "folds": 3},
-           "evaluate": {"bootstrap": 50}}
+            seq = seq[:start] + MOTIF + seq[start + len(MOTIF) :]
+            fh.write(
+                json.dumps(
+                    {
+                        "accession": f"P{i}",
+                        "sequence": seq,
+                        "ground_truth_annotations": [
+                            {"name": "m", "start": start + 1, "end": start + len(MOTIF)}
+                        ],
+                    }
+                )
+                + "\n"
+            )
+    (folder / "neg.fasta").write_text(
+        "".join(
+            f">N{i}\n{''.join(rng.choice(BACKGROUND, int(rng.integers(40, 70))))}\n"
+            for i in range(n)
+        )
+    )
+    doc = {
+        "output_dir": "out",
+        "seed": 0,
+        "model": {
+            "name": "tiny_esm2",
+            "path": str(tiny_hf_folder),
+            "registry_file": str(tiny_registry),
+            "layers": [1, 3],
+        },
+        "data": {"concept": "motif", "positives": "pos.jsonl", "negatives": "neg.fasta"},
+        "train": {"n_random": 9, "pca_components": 16, "folds": 3},
+        "evaluate": {"bootstrap": 50},
+    }
     for key, value in sections.items():
         doc.setdefault(key, {}).update(value)
     path = folder / "run.yaml"
@@ -285,15 +315,31 @@ def test_layout_summary_and_split(trained):
     for layer in (1, 3):
         c = concept_dir(ctx.out, "tiny_esm2", layer, 1)
         assert {p.name for p in c.iterdir()} == {
-            "cav.safetensors", "scaler.safetensors", "pca.safetensors",
-            "classifier.safetensors", "report.json", "thresholds.json", "split.json",
-            "manifest.json"}
+            "cav.safetensors",
+            "scaler.safetensors",
+            "pca.safetensors",
+            "classifier.safetensors",
+            "report.json",
+            "thresholds.json",
+            "split.json",
+            "manifest.json",
+        }
         r = randoms_dir(ctx.out, "tiny_esm2", layer, 1)
-        assert {p.name for p in r.iterdir()} == {"randoms.safetensors", "randoms.json",
-                                                 "manifest.json"}
+        assert {p.name for p in r.iterdir()} == {
+            "randoms.safetensors",
+            "randoms.json",
+            "manifest.json",
+        }
         manifest = json.loads((c / "manifest.json").read_text())
-        for key in ("files", "seeds", "config", "package_version", "model_fingerprint",
-                    "inputs_hash", "hidden_size"):
+        for key in (
+            "files",
+            "seeds",
+            "config",
+            "package_version",
+            "model_fingerprint",
+            "inputs_hash",
+            "hidden_size",
+        ):
             assert key in manifest
         thr = json.loads((c / "thresholds.json").read_text())
         assert thr["score"] == "cav projection (signed distance, raw units)"
@@ -317,8 +363,7 @@ def test_unchanged_inputs_reuse_and_force_makes_v2(trained, tiny_hf_folder, tiny
     v1 = concept_dir(ctx.out, "tiny_esm2", 1, 1)
     before = _hashes(v1)
     again = run_train(ctx)
-    assert again["reused"] and again["version"] == 1 and latest_version(ctx.out,
-                                                                        "tiny_esm2") == 1
+    assert again["reused"] and again["version"] == 1 and latest_version(ctx.out, "tiny_esm2") == 1
     forced = run_train(ctx, force=True)
     assert forced["version"] == 2 and not forced["reused"]
     assert _hashes(v1) == before  # v1 untouched

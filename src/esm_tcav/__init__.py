@@ -9,18 +9,28 @@ The public API is small; everything else is reachable through the CLI (`esm-tcav
         scores = concept.cav.score_residues(states[4])
 """
 
-__version__ = "0.1.0"
-
-from .artifacts import ConceptArtifact, load_concept  # noqa: E402
-from .cav import CAV, ConceptClassifier, LogisticCAVClassifier  # noqa: E402
-from .config import Config, load_config  # noqa: E402
-from .embed import Embedder  # noqa: E402
-from .errors import EsmTcavError  # noqa: E402
-from .models import LoadedModel, load_model  # noqa: E402
-from .sequences import Protein, Span, read_proteins  # noqa: E402
+from esm_tcav._version import __version__  # noqa: E402, F401
+from esm_tcav.concepts.artifacts import ConceptArtifact, load_concept
+from esm_tcav.concepts.cav import CAV, ConceptClassifier, LogisticCAVClassifier  # noqa: E402
+from esm_tcav.config import Config, load_config  # noqa: E402
+from esm_tcav.engine.embed import Embedder  # noqa: E402
+from esm_tcav.errors import EsmTcavError  # noqa: E402
+from esm_tcav.io.sequences import Protein, Span, read_proteins  # noqa: E402
+from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
 
 __all__ = [
-    "CAV", "ConceptArtifact", "ConceptClassifier", "Config", "Embedder", "EsmTcavError",
-    "LoadedModel", "LogisticCAVClassifier", "Protein", "Span", "load_concept", "load_config",
-    "load_model", "read_proteins",
+    "CAV",
+    "ConceptArtifact",
+    "ConceptClassifier",
+    "Config",
+    "Embedder",
+    "EsmTcavError",
+    "LoadedModel",
+    "LogisticCAVClassifier",
+    "Protein",
+    "Span",
+    "load_concept",
+    "load_config",
+    "load_model",
+    "read_proteins",
 ]

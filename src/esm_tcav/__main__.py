@@ -1,3 +1,3 @@
-from .cli import app
+from esm_tcav.cli import app
 
 app(prog_name="esm-tcav")

@@ -11,17 +11,22 @@ from typing import Annotated
 import typer
 import yaml
 
-from .config import Config, load_config
-from .errors import EsmTcavError
+from esm_tcav.config import Config, load_config
+from esm_tcav.errors import EsmTcavError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Test whether ESM-2 has learned a protein concept and localize it.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Test whether ESM-2 has learned a protein concept and localize it.",
+)
 library_app = typer.Typer(no_args_is_help=True, help="Build and extend a concept library.")
 app.add_typer(library_app, name="library")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="override a config key, e.g. --set train.n_random=50 (repeatable)")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config key, e.g. --set train.n_random=50 (repeatable)"),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo work that is already stored")]
 
 
@@ -45,17 +50,13 @@ def _setup_logging(verbose: bool) -> None:
     console._esm_tcav_console = True
     root.addHandler(console)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        from transformers.utils import logging as hf_logging
+    from esm_tcav.models import quiet_model_libraries
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
+    quiet_model_libraries()
 
 
 def _context(config: Path, sets: list[str] | None):
-    from .context import RunContext
+    from esm_tcav.run.context import RunContext
 
     return RunContext(load_config(config, _overrides(sets)))
 
@@ -91,10 +92,14 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 @app.command()
 @_guard
-def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
-          shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N")] = None):
+def embed(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N")] = None,
+):
     """Embed the dataset's proteins at the tapped layers into the store (resumable)."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     parsed = None
     if shard:
@@ -111,7 +116,7 @@ def embed(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
 @_guard
 def train(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False):
     """Train concept CAVs and random CAVs per layer, with statistics and thresholds."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     _print(run_step(_context(config, set_), "train", force=force))
 
@@ -120,18 +125,23 @@ def train(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False):
 @_guard
 def evaluate(config: ConfigArg, set_: SetOpt = None):
     """AUROC/AUPRC with intervals, random-CAV comparison and plots per layer."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     _print(run_step(_context(config, set_), "evaluate"))
 
 
 @app.command()
 @_guard
-def detect(config: ConfigArg, set_: SetOpt = None,
-           input_: Annotated[Path | None, typer.Option(
-               "--input", help="proteins to scan (default: the held-out test proteins)")] = None):
+def detect(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option("--input", help="proteins to scan (default: the held-out test proteins)"),
+    ] = None,
+):
     """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     _print(run_step(_context(config, set_), "detect", input_path=input_))
 
@@ -140,7 +150,7 @@ def detect(config: ConfigArg, set_: SetOpt = None,
 @_guard
 def tcav(config: ConfigArg, set_: SetOpt = None):
     """Gradient TCAV scores of a model head along the concept and random CAVs."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     _print(run_step(_context(config, set_), "tcav"))
 
@@ -149,19 +159,24 @@ def tcav(config: ConfigArg, set_: SetOpt = None):
 @_guard
 def report(config: ConfigArg, set_: SetOpt = None):
     """Write the self-contained report.html from a run's results."""
-    from .pipeline import run_step
+    from esm_tcav.run.pipeline import run_step
 
     _print(run_step(_context(config, set_), "report")["report"])
 
 
 @app.command()
 @_guard
-def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
-        steps: Annotated[str | None, typer.Option(
-            help="comma-separated steps to run (default: the config's steps)")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print the timings as JSON")] = False):
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    steps: Annotated[
+        str | None, typer.Option(help="comma-separated steps to run (default: the config's steps)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the timings as JSON")] = False,
+):
     """Chain embed → train → evaluate → detect → tcav → report from one config."""
-    from .pipeline import run_pipeline, summary_text
+    from esm_tcav.run.pipeline import run_pipeline, summary_text
 
     chosen = [s.strip() for s in steps.split(",")] if steps else None
     ctx = _context(config, set_)
@@ -174,20 +189,24 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
 
 @app.command()
 @_guard
-def slurm(config: ConfigArg, set_: SetOpt = None,
-          submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
-          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
-          only_failed: Annotated[bool, typer.Option(
-              help="resubmit only embedding shards that are not finished")] = False,
-          scan: Annotated[Path | None, typer.Option(
-              help="instead of the pipeline: scan this FASTA with --library, in shards")] = None,
-          library: Annotated[Path | None, typer.Option(
-              help="concept library (with --scan)")] = None,
-          out: Annotated[Path | None, typer.Option(
-              help="scan output folder (with --scan)")] = None):
+def slurm(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
+    only_failed: Annotated[
+        bool, typer.Option(help="resubmit only embedding shards that are not finished")
+    ] = False,
+    scan: Annotated[
+        Path | None,
+        typer.Option(help="instead of the pipeline: scan this FASTA with --library, in shards"),
+    ] = None,
+    library: Annotated[Path | None, typer.Option(help="concept library (with --scan)")] = None,
+    out: Annotated[Path | None, typer.Option(help="scan output folder (with --scan)")] = None,
+):
     """Write (and submit) SLURM jobs: an embedding array, then chained stage jobs (or a
     sharded scan and its merge, with --scan). Partition, account, resources: config `slurm:`."""
-    from .slurm import run_slurm, run_slurm_scan
+    from esm_tcav.run.slurm import run_slurm, run_slurm_scan
 
     cfg = load_config(config, _overrides(set_))
     if scan is not None:
@@ -195,8 +214,9 @@ def slurm(config: ConfigArg, set_: SetOpt = None,
             raise EsmTcavError("--scan needs --library DIR and --out DIR")
         result = run_slurm_scan(cfg, scan, library, out, submit=submit and not dry_run)
     else:
-        result = run_slurm(cfg, config.resolve(), submit=submit, dry_run=dry_run,
-                           only_failed=only_failed)
+        result = run_slurm(
+            cfg, config.resolve(), submit=submit, dry_run=dry_run, only_failed=only_failed
+        )
     _print(result.pop("text") if "text" in result else result)
 
 
@@ -204,7 +224,7 @@ def slurm(config: ConfigArg, set_: SetOpt = None,
 @_guard
 def smoke(out: Annotated[Path, typer.Option(help="output folder")] = Path("results/smoke")):
     """A 30-second health check of the whole path with planted concepts."""
-    from .smoke import run_smoke
+    from esm_tcav.run.smoke import run_smoke
 
     result = run_smoke(out)
     _print(result)
@@ -214,45 +234,66 @@ def smoke(out: Annotated[Path, typer.Option(help="output folder")] = Path("resul
 
 @app.command()
 @_guard
-def scan(fasta: Annotated[Path, typer.Argument(help="proteins (FASTA), read lazily")],
-         library: Annotated[Path, typer.Option(help="concept library folder")],
-         out: Annotated[Path, typer.Option(help="output folder")] = Path("results/scan"),
-         shard: Annotated[str | None, typer.Option(help="I/N: scan shard I of N")] = None,
-         device: str = "cpu", toks_per_batch: int = 8192,
-         dtype: Annotated[str, typer.Option(
-             help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")] = "auto",
-         model_path: Annotated[Path | None, typer.Option(
-             help="checkpoint of the library's model (HF folder or fair-esm .pt)")] = None,
-         merge: Annotated[int | None, typer.Option(
-             help="N: merge finished shards 0..N-1 of --out into one result")] = None):
+def scan(
+    fasta: Annotated[Path, typer.Argument(help="proteins (FASTA), read lazily")],
+    library: Annotated[Path, typer.Option(help="concept library folder")],
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/scan"),
+    shard: Annotated[str | None, typer.Option(help="I/N: scan shard I of N")] = None,
+    device: str = "cpu",
+    toks_per_batch: int = 8192,
+    dtype: Annotated[
+        str,
+        typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16"),
+    ] = "auto",
+    model_path: Annotated[
+        Path | None,
+        typer.Option(help="checkpoint of the library's model (HF folder or fair-esm .pt)"),
+    ] = None,
+    merge: Annotated[
+        int | None, typer.Option(help="N: merge finished shards 0..N-1 of --out into one result")
+    ] = None,
+):
     """Score every concept of a library along every protein in one forward pass each."""
-    from .scan import merge_shards, run_scan
+    from esm_tcav.localize.scan import merge_shards, run_scan
 
     if merge:
         _print(merge_shards(out, merge))
         return
-    _print(run_scan(fasta, library, out, shard=shard, device=device,
-                    toks_per_batch=toks_per_batch, dtype=dtype, model_path=model_path))
+    _print(
+        run_scan(
+            fasta,
+            library,
+            out,
+            shard=shard,
+            device=device,
+            toks_per_batch=toks_per_batch,
+            dtype=dtype,
+            model_path=model_path,
+        )
+    )
 
 
 @library_app.command("build")
 @_guard
-def library_build(config: Annotated[Path, typer.Argument(help="library YAML")],
-                  out: Annotated[Path, typer.Option(help="library folder")] = Path(
-                      "results/library")):
+def library_build(
+    config: Annotated[Path, typer.Argument(help="library YAML")],
+    out: Annotated[Path, typer.Option(help="library folder")] = Path("results/library"),
+):
     """Train and evaluate every concept of a library config into one library folder."""
-    from .library import build_library
+    from esm_tcav.run.library_build import build_library
 
     _print(build_library(config, out))
 
 
 @library_app.command("add")
 @_guard
-def library_add(library: Annotated[Path, typer.Argument(help="library folder")],
-                config: Annotated[Path, typer.Argument(help="concept config (run YAML)")],
-                set_: SetOpt = None):
+def library_add(
+    library: Annotated[Path, typer.Argument(help="library folder")],
+    config: Annotated[Path, typer.Argument(help="concept config (run YAML)")],
+    set_: SetOpt = None,
+):
     """Train one concept from a run config (span file or JSONL) and add it to a library."""
-    from .library import add_concept
+    from esm_tcav.run.library_build import add_concept
 
     _print(add_concept(library, load_config(config, _overrides(set_))))
 
@@ -260,11 +301,13 @@ def library_add(library: Annotated[Path, typer.Argument(help="library folder")],
 @app.command()
 def models():
     """List the model registry."""
-    from .registry import list_specs
+    from esm_tcav.models.registry import list_specs
 
     for s in list_specs():
-        typer.echo(f"{s.name:24s} {s.params:>5s} hidden={s.hidden_size:<5d} "
-                   f"layers={s.num_layers:<3d} taps={list(s.default_taps)}  {s.license}")
+        typer.echo(
+            f"{s.name:24s} {s.params:>5s} hidden={s.hidden_size:<5d} "
+            f"layers={s.num_layers:<3d} taps={list(s.default_taps)}  {s.license}"
+        )
 
 
 __all__ = ["app", "Config"]

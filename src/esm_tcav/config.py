@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
+from esm_tcav.errors import ConfigError
 
 STEPS = ("embed", "train", "evaluate", "detect", "tcav", "report")
 

@@ -19,8 +19,12 @@ def progress_bar(total: int | None, label: str) -> Iterator[Callable[[int, int],
     start = time.perf_counter()
     done = {"proteins": 0, "residues": 0}
     bar = Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
         disable=not sys.stderr.isatty(),
     )
     with bar:

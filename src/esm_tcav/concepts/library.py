@@ -1,0 +1,363 @@
+"""A concept library: many trained concepts for one model, in one folder, checked on load.
+
+"A pretrained model plus a light dictionary of CAVs annotates proteins": the library is that
+dictionary. Layout::
+
+    <library>/library.json                      the index (format esm-tcav-library/1)
+    <library>/concepts/<name>_v<k>.safetensors  direction [H] float32 + bias, one per version
+    <library>/work/<name>/                      the training run of each concept (configs,
+                                                derived data files, CAVs, detections)
+    <library>/work/embeddings/                  one embedding store shared by every concept
+    <library>/concepts.tsv, report.md           the per-concept table (held-out metrics)
+
+`library.json` = {"format", "model": {"name", "fingerprint", "hidden_size"}, "concepts": [{
+"name", "layer", "threshold", "threshold_method", "smoothing_window", "min_span_length",
+"merge_gap", "metrics": {...}, "provenance": {...}, "file", "sha256", "version", ...}]}.
+Every file is written under a temporary name and renamed into place; a rebuild writes a new
+version and never overwrites a concept file. Loading verifies every sha256 and, against the
+model in use, the fingerprint and the hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esm_tcav.concepts.cav import CAV
+from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+from esm_tcav.io.files import (
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    save_tensors,
+    sha256_file,
+)
+
+log = logging.getLogger("esm_tcav.concepts.library")
+
+FORMAT = "esm-tcav-library/1"
+INDEX = "library.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_VERSION_FILE = re.compile(r"^(?P<name>.+)_v(?P<v>\d+)\.safetensors$")
+
+
+# ---------------------------------------------------------------------- the in-memory library
+
+
+@dataclass
+class LibraryConcept:
+    """One concept of a library: its vector, its decision rule and its held-out evaluation."""
+
+    name: str
+    layer: int
+    direction: np.ndarray  # [H] float32, unit norm
+    bias: float
+    threshold: float
+    threshold_method: str = "f1_max"
+    smoothing_window: int = 1
+    min_span_length: int = 1
+    merge_gap: int = 0
+    version: int = 1
+    metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    file: str = ""
+    sha256: str = ""
+
+    @property
+    def cav(self) -> CAV:
+        return CAV(self.name, self.layer, self.direction, self.bias, {"version": self.version})
+
+    def entry(self) -> dict:
+        """The concept's record in library.json (everything but the vector)."""
+        return {
+            "name": self.name,
+            "layer": self.layer,
+            "threshold": self.threshold,
+            "threshold_method": self.threshold_method,
+            "smoothing_window": self.smoothing_window,
+            "min_span_length": self.min_span_length,
+            "merge_gap": self.merge_gap,
+            "metrics": self.metrics,
+            "provenance": self.provenance,
+            "file": self.file,
+            "sha256": self.sha256,
+            "version": self.version,
+        }
+
+
+@dataclass
+class Library:
+    root: Path
+    model: dict
+    concepts: list[LibraryConcept]
+    index_sha256: str
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.concepts]
+
+    def concept(self, name: str) -> LibraryConcept:
+        for c in self.concepts:
+            if c.name == name:
+                return c
+        raise ConfigError(
+            f"concept {name!r} is not in the library {self.root} "
+            f"(it has {', '.join(self.names) or 'no concepts'})"
+        )
+
+    def check_model(self, loaded) -> None:
+        """Refuse a model other than the one the library was trained on, with both named."""
+        fp, want = loaded.fingerprint, self.model.get("fingerprint")
+        if fp != want:
+            raise ModelMismatchError(
+                f"{self.root / INDEX}: the library was trained on model "
+                f"{self.model.get('name')!r} (fingerprint {want}) but the loaded model "
+                f"{loaded.spec.name!r} has fingerprint {fp}; scan with the library's model "
+                "(--model-path to its checkpoint) or rebuild the library for this model"
+            )
+        hidden = loaded.spec.hidden_size
+        if int(self.model.get("hidden_size", hidden)) != hidden:
+            raise ModelMismatchError(
+                f"{self.root / INDEX}: hidden size "
+                f"{self.model.get('hidden_size')} but the model has {hidden}"
+            )
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"concept name {name!r}: use letters, digits, '_', '.' or '-' "
+            "(it becomes a file name and a GFF3 feature type)"
+        )
+    return name
+
+
+def read_index(root: Path) -> dict:
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: not found; {root} is not a concept library (build one with "
+            "`esm-tcav library build configs/library.yaml --out DIR`)"
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable library index ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not an esm-tcav library index ({FORMAT})")
+    return doc
+
+
+def load_library(root: str | Path, names: Sequence[str] | None = None) -> Library:
+    """Read library.json and every concept file, verifying each sha256 before use.
+
+    `names` keeps only those concepts (in that order). An edited, truncated or missing concept
+    file, or one whose vector size differs from the index's model, raises ArtifactError naming
+    the file.
+    """
+    root = Path(root)
+    doc = read_index(root)
+    model = doc.get("model") or {}
+    hidden = model.get("hidden_size")
+    entries = doc.get("concepts") or []
+    if names is not None:
+        by_name = {e.get("name"): e for e in entries}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ConfigError(
+                f"concept {missing[0]!r} is not in the library {root} (it has "
+                f"{', '.join(by_name) or 'no concepts'})"
+            )
+        entries = [by_name[n] for n in names]
+    concepts = []
+    for e in entries:
+        path = root / e["file"]
+        if not path.is_file():
+            raise ArtifactError(
+                f"{path}: concept {e['name']!r} is listed in {INDEX} but its "
+                "file is missing; restore it or rebuild the concept"
+            )
+        if sha256_file(path) != e.get("sha256"):
+            raise ArtifactError(
+                f"{path}: sha256 does not match {INDEX} (the file was changed after the library "
+                "was built); refusing to use it. Restore it or rebuild the concept"
+            )
+        tensors, meta = load_tensors(path)
+        direction = np.asarray(tensors["direction"], dtype=np.float32)
+        if hidden is not None and direction.shape != (int(hidden),):
+            raise ArtifactError(
+                f"{path}: vector of size {direction.shape} but the library's "
+                f"model has hidden size {hidden}"
+            )
+        if int(meta.get("layer", e["layer"])) != int(e["layer"]):
+            raise ArtifactError(
+                f"{path}: stored for layer {meta.get('layer')} but {INDEX} says layer {e['layer']}"
+            )
+        concepts.append(
+            LibraryConcept(
+                name=e["name"],
+                layer=int(e["layer"]),
+                direction=direction,
+                bias=float(np.asarray(tensors["bias"]).ravel()[0]),
+                threshold=float(e["threshold"]),
+                threshold_method=e.get("threshold_method", "f1_max"),
+                smoothing_window=int(e.get("smoothing_window", 1)),
+                min_span_length=int(e.get("min_span_length", 1)),
+                merge_gap=int(e.get("merge_gap", 0)),
+                version=int(e.get("version", 1)),
+                metrics=e.get("metrics") or {},
+                provenance=e.get("provenance") or {},
+                file=e["file"],
+                sha256=e["sha256"],
+            )
+        )
+    return Library(root, model, concepts, sha256_file(root / INDEX))
+
+
+def _next_version(root: Path, name: str) -> int:
+    found = [
+        int(m.group("v"))
+        for p in (root / "concepts").glob(f"{name}_v*.safetensors")
+        if (m := _VERSION_FILE.match(p.name)) and m.group("name") == name
+    ]
+    return max(found, default=0) + 1
+
+
+def add_to_library(root: str | Path, model: dict, concept: LibraryConcept) -> LibraryConcept:
+    """Write a concept as a new version file and point the index at it (atomic writes).
+
+    A new library gets `model`; an existing one must have the same fingerprint. Older version
+    files stay on disk (results made with them remain reproducible); the index keeps their
+    records under `previous_versions`.
+    """
+    root = Path(root)
+    _check_name(concept.name)
+    (root / "concepts").mkdir(parents=True, exist_ok=True)
+    if (root / INDEX).is_file():
+        doc = read_index(root)
+        have = doc["model"].get("fingerprint")
+        if have != model["fingerprint"]:
+            raise ModelMismatchError(
+                f"{root / INDEX}: library of model {doc['model'].get('name')!r} (fingerprint "
+                f"{have}); concept {concept.name!r} was trained on {model.get('name')!r} "
+                f"(fingerprint {model['fingerprint']}); use a separate library per model"
+            )
+    else:
+        doc = {"format": FORMAT, "model": dict(model), "concepts": []}
+    direction = np.asarray(concept.direction, dtype=np.float32).ravel()
+    if direction.shape != (int(doc["model"]["hidden_size"]),):
+        raise ArtifactError(
+            f"concept {concept.name!r}: vector of size {direction.shape[0]} but "
+            f"the model has hidden size {doc['model']['hidden_size']}"
+        )
+    version = _next_version(root, concept.name)
+    rel = f"concepts/{concept.name}_v{version}.safetensors"
+    save_tensors(
+        root / rel,
+        {"direction": direction, "bias": np.array([concept.bias], dtype=np.float64)},
+        {
+            "concept": concept.name,
+            "layer": concept.layer,
+            "version": version,
+            "model_fingerprint": model["fingerprint"],
+        },
+    )
+    concept.version, concept.file, concept.sha256 = version, rel, sha256_file(root / rel)
+    kept, previous = [], []
+    for e in doc["concepts"]:
+        if e["name"] == concept.name:
+            previous = e.pop("previous_versions", []) + [
+                {k: e[k] for k in ("version", "file", "sha256", "layer", "threshold")}
+            ]
+        else:
+            kept.append(e)
+    entry = concept.entry()
+    if previous:
+        entry["previous_versions"] = previous
+    # keep the order of first addition; a rebuilt concept keeps its place
+    order = [e["name"] for e in doc["concepts"]]
+    kept.append(entry)
+    kept.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
+    doc["concepts"] = kept
+    atomic_write_json(root / INDEX, doc)
+    write_table(root)
+    return concept
+
+
+# ---------------------------------------------------------------------- the per-concept table
+
+TABLE_COLUMNS = [
+    ("concept", "name"),
+    ("layer", "layer"),
+    ("threshold", "threshold"),
+    ("residue F1", "residue_f1"),
+    ("precision", "residue_precision"),
+    ("recall", "residue_recall"),
+    ("mean IoU", "mean_iou"),
+    ("AUROC", "auroc"),
+    ("p", "p"),
+    ("q", "q"),
+    ("significant", "significant"),
+    ("test proteins (pos/neg)", "test_proteins"),
+    ("HMM agreement F1", "hmm_residue_f1"),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+    return str(value)
+
+
+def table_rows(doc: dict) -> list[list[str]]:
+    rows = []
+    for e in doc["concepts"]:
+        m = dict(e.get("metrics") or {})
+        m.update({"name": e["name"], "layer": e["layer"], "threshold": e["threshold"]})
+        rows.append([_cell(m.get(key)) for _, key in TABLE_COLUMNS])
+    return rows
+
+
+def write_table(root: Path) -> None:
+    """`concepts.tsv` and `report.md`: held-out residue F1, mean IoU, AUROC, p/q per concept."""
+    doc = read_index(root)
+    head = [h for h, _ in TABLE_COLUMNS]
+    rows = table_rows(doc)
+    atomic_write_text(root / "concepts.tsv", "\n".join("\t".join(r) for r in [head, *rows]) + "\n")
+    lines = [
+        f"# Concept library ({doc['model'].get('name')}, fingerprint "
+        f"{doc['model'].get('fingerprint')})",
+        "",
+        "Held-out metrics of every concept: residue precision/recall/F1 and mean per-domain "
+        "IoU of the detected spans on the test proteins (at the concept's threshold), "
+        "AUROC of the CAV on held-out residues, empirical p against random CAVs and the "
+        "Benjamini-Hochberg q across the library's concepts.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "Provenance:", ""]
+    for e in doc["concepts"]:
+        prov = e.get("provenance") or {}
+        bits = [
+            prov.get("source", ""),
+            f"License: {prov['license']}" if prov.get("license") else "",
+            f"Split: {prov['split']}" if prov.get("split") else "",
+        ]
+        lines.append(
+            f"- **{e['name']}** (v{e['version']}, layer {e['layer']}): "
+            + " ".join(b for b in bits if b)
+        )
+    atomic_write_text(root / "report.md", "\n".join(lines) + "\n")

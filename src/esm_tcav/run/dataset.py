@@ -1,0 +1,128 @@
+"""The concept dataset of a run: positives with concept spans, negatives, a split by protein."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from esm_tcav.config import Config
+from esm_tcav.errors import InputError
+from esm_tcav.io.sequences import Protein, attach_spans, read_proteins, read_span_file
+
+log = logging.getLogger("esm_tcav.run.dataset")
+
+
+@dataclass
+class Dataset:
+    concept: str
+    positives: list[Protein]
+    negatives: list[Protein]
+    test_ids: set[str] = field(default_factory=set)
+
+    @property
+    def proteins(self) -> list[Protein]:
+        return self.positives + self.negatives
+
+    @property
+    def has_spans(self) -> bool:
+        return any(p.spans for p in self.positives)
+
+    def part(self, which: str) -> tuple[list[Protein], list[Protein]]:
+        """(positives, negatives) of the 'train' or 'test' part."""
+        test = which == "test"
+        return (
+            [p for p in self.positives if (p.id in self.test_ids) == test],
+            [p for p in self.negatives if (p.id in self.test_ids) == test],
+        )
+
+    def split_record(self) -> dict:
+        train_pos, train_neg = self.part("train")
+        test_pos, test_neg = self.part("test")
+
+        def ids(ps: list[Protein]) -> list[str]:
+            return [p.id for p in ps]
+
+        return {
+            "concept": self.concept,
+            "train": {"positives": ids(train_pos), "negatives": ids(train_neg)},
+            "test": {"positives": ids(test_pos), "negatives": ids(test_neg)},
+        }
+
+
+def split_by_protein(ids: list[str], fraction: float, seed: int) -> set[str]:
+    """Seeded choice of held-out protein IDs (sorted first, so input order does not matter)."""
+    ordered = sorted(ids)
+    rng = np.random.default_rng(seed)
+    n_test = max(1, round(len(ordered) * fraction)) if len(ordered) > 1 else 0
+    return set(rng.permutation(ordered)[:n_test].tolist())
+
+
+def _concept_only(proteins: list[Protein], names: list[str] | None) -> list[Protein]:
+    if not names:
+        return proteins
+    wanted = set(names)
+    return [
+        Protein(p.id, p.sequence, tuple(s for s in p.spans if s.name in wanted)) for p in proteins
+    ]
+
+
+def load_dataset(cfg: Config) -> Dataset:
+    d = cfg.data
+    positives = read_proteins(cfg.path(d.positives), d.positives_format)
+    negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
+    if d.spans_file:
+        positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
+    positives = _concept_only(positives, d.span_names)
+    fixed_test: set[str] | None = None
+    if d.test_positives or d.test_negatives:
+        if not (d.test_positives and d.test_negatives):
+            raise InputError("data.test_positives and data.test_negatives go together; give both")
+        test_pos = _concept_only(
+            read_proteins(cfg.path(d.test_positives), d.positives_format), d.span_names
+        )
+        test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
+        fixed_test = {p.id for p in test_pos + test_neg}
+        known = {p.id for p in positives + negatives}
+        if fixed_test & known:
+            raise InputError(
+                f"{cfg.path(d.test_positives)}: record {sorted(fixed_test & known)[0]!r} is in "
+                "both the training and the test files; remove it from one"
+            )
+        positives, negatives = positives + test_pos, negatives + test_neg
+    both = {p.id for p in positives} & {p.id for p in negatives}
+    if both:
+        raise InputError(
+            f"{cfg.path(d.negatives)}: record {sorted(both)[0]!r} is also a positive in "
+            f"{cfg.path(d.positives)} ({len(both)} shared IDs); remove it from one of the files"
+        )
+    if len(positives) < 4 or len(negatives) < 4:
+        raise InputError(
+            f"need at least 4 positives and 4 negatives to train and test a concept, got "
+            f"{len(positives)} and {len(negatives)}; add proteins to the data files"
+        )
+    if any(p.spans for p in positives) and not all(p.spans for p in positives):
+        missing = [p.id for p in positives if not p.spans]
+        log.warning(
+            "%d positives have no concept span (e.g. %s); they count as whole-protein "
+            "positives only",
+            len(missing),
+            missing[0],
+        )
+    if fixed_test is not None:
+        test_ids = fixed_test
+    else:
+        test_ids = split_by_protein(
+            [p.id for p in positives], d.test_fraction, cfg.seed
+        ) | split_by_protein([p.id for p in negatives], d.test_fraction, cfg.seed + 1)
+    return Dataset(d.concept, positives, negatives, test_ids)
+
+
+def write_split(ds: Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ds.split_record(), indent=1))
+    tmp.replace(path)

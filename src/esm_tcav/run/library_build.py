@@ -1,0 +1,586 @@
+"""Building a concept library: train every concept of a library config and index it.
+
+The orchestration half of the library (the index itself lives in `concepts.library`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from esm_tcav.concepts.library import (
+    INDEX,
+    LibraryConcept,
+    _check_name,
+    add_to_library,
+    read_index,
+    write_table,
+)
+from esm_tcav.config import Config, config_from_dict
+from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
+from esm_tcav.io.sequences import Protein, read_pdna, read_proteins, read_tmbed
+from esm_tcav.run.dataset import split_by_protein
+
+log = logging.getLogger("esm_tcav.library")
+
+
+# ---------------------------------------------------------------------- the library config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TmbedSource(_Strict):
+    """A concept read from TMbed per-residue labels: positives carry the label, negatives not."""
+
+    train: str
+    test: str
+    label: Literal["transmembrane_helix", "transmembrane_beta", "signal_peptide"]
+
+
+class PdnaSource(_Strict):
+    """DNA-binding residues: PDNA-543-style train pair, PDNA-41-style test pair, and proteins
+    known not to bind DNA as negatives (split between train and test)."""
+
+    train_sequences: str
+    train_labels: str
+    test_sequences: str
+    test_labels: str
+    negatives: str
+    negatives_test_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class HmmCheck(_Strict):
+    """An independent annotation of the held-out proteins by a profile HMM (pyhmmer)."""
+
+    seed_alignment: str
+    domain_evalue: float = Field(0.01, gt=0)
+
+
+class ConceptSpec(_Strict):
+    name: str
+    data: dict | None = None  # a run config's data section (concept = name)
+    tmbed: TmbedSource | None = None
+    pdna: PdnaSource | None = None
+    max_train: int = Field(120, ge=4)  # per class, for tmbed/pdna sources
+    max_test: int = Field(60, ge=4)
+    hmm_check: HmmCheck | None = None
+    provenance: dict = Field(default_factory=dict)
+    embed: dict = Field(default_factory=dict)
+    train: dict = Field(default_factory=dict)
+    evaluate: dict = Field(default_factory=dict)
+    thresholds: dict = Field(default_factory=dict)
+    detect: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConceptSpec:
+        _check_name(self.name)
+        given = [k for k in ("data", "tmbed", "pdna") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"concept {self.name!r}: give exactly one of data, tmbed or pdna "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class LibraryConfig(_Strict):
+    seed: int = 0
+    model: dict = Field(default_factory=dict)  # a run config's model section
+    defaults: dict = Field(default_factory=dict)  # run-config sections shared by all concepts
+    concepts: list[ConceptSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> LibraryConfig:
+        names = [c.name for c in self.concepts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"concept {sorted(dup)[0]!r} appears twice; names must be unique")
+        if not names:
+            raise ValueError("the library has no concepts")
+        return self
+
+
+def load_library_config(path: str | Path) -> LibraryConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: library config not found")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return LibraryConfig.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = (
+            "unknown key; check the spelling against configs/library.yaml"
+            if err["type"] == "extra_forbidden"
+            else err["msg"]
+        )
+        raise ConfigError(f"{path}: key '{key}': {msg}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ---------------------------------------------------------------------- derived data files
+
+
+def _cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
+    """At most n proteins, a seeded sample kept in file order (so caps are reproducible)."""
+    if len(proteins) <= n:
+        return proteins
+    keep = set(np.random.default_rng(seed).choice(len(proteins), n, replace=False).tolist())
+    return [p for i, p in enumerate(proteins) if i in keep]
+
+
+def _write_jsonl(path: Path, proteins: list[Protein], name: str) -> None:
+    lines = []
+    for p in proteins:
+        anns = [
+            {"motif_id": name, "start": s.start, "end": s.end, "name": name}
+            for s in p.spans
+            if s.name == name
+        ]
+        lines.append(
+            json.dumps(
+                {"accession": p.id, "sequence": p.sequence, "ground_truth_annotations": anns}
+            )
+        )
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_fasta(path: Path, proteins: list[Protein]) -> None:
+    atomic_write_text(path, "".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+
+
+def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tuple[dict, dict]:
+    """The data section (and split counts) of a tmbed/pdna concept, as files in `folder`.
+
+    Spans are written 1-based inclusive, as every file a user reads.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else base / q
+
+    parts: dict[str, tuple[list[Protein], list[Protein]]] = {}
+    if spec.tmbed is not None:
+        label = spec.tmbed.label
+        for part, src in (("train", spec.tmbed.train), ("test", spec.tmbed.test)):
+            proteins = read_tmbed(resolve(src))
+            pos = [p for p in proteins if p.spans_named(label)]
+            neg = [p for p in proteins if not p.spans_named(label)]
+            parts[part] = (pos, neg)
+        name = label
+    else:
+        src = spec.pdna
+        name = "dna_binding"
+        negs = read_proteins(resolve(src.negatives))
+        test_neg_ids = split_by_protein([p.id for p in negs], src.negatives_test_fraction, seed)
+        parts["train"] = (
+            read_pdna(resolve(src.train_sequences), resolve(src.train_labels), name),
+            [p for p in negs if p.id not in test_neg_ids],
+        )
+        parts["test"] = (
+            read_pdna(resolve(src.test_sequences), resolve(src.test_labels), name),
+            [p for p in negs if p.id in test_neg_ids],
+        )
+    counts = {}
+    for part, (pos, neg) in parts.items():
+        cap = spec.max_train if part == "train" else spec.max_test
+        pos, neg = _cap(pos, cap, seed), _cap(neg, cap, seed + 1)
+        _write_jsonl(folder / f"{part}_positives.jsonl", pos, name)
+        _write_fasta(folder / f"{part}_negatives.fasta", neg)
+        counts[part] = {"positives": len(pos), "negatives": len(neg)}
+    data = {
+        "concept": spec.name,
+        "positives": str(folder / "train_positives.jsonl"),
+        "negatives": str(folder / "train_negatives.fasta"),
+        "test_positives": str(folder / "test_positives.jsonl"),
+        "test_negatives": str(folder / "test_negatives.fasta"),
+        "positives_format": "jsonl",
+        "negatives_format": "fasta",
+        "span_names": [name],
+    }
+    return data, counts
+
+
+# ---------------------------------------------------------------------- building
+
+
+def _shared_context(cfg: Config, loaded, store_root: Path):
+    """A RunContext that reuses one loaded model and one embedding store for every concept."""
+    from esm_tcav.engine.store import EmbeddingStore
+    from esm_tcav.run.context import RunContext
+
+    ctx = RunContext(cfg)
+    if loaded is not None:
+        ctx.loaded = loaded  # every concept of a build has the same model section
+    ctx.store = EmbeddingStore(store_root, ctx.loaded.fingerprint, cfg.embed.residue_dtype)
+    return ctx
+
+
+def _file_record(path: Path | None) -> dict | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return {"path": str(path), "sha256": sha256_file(Path(path))}
+
+
+def train_concept(
+    ctx, hmm: HmmCheck | None = None, base: Path | None = None
+) -> tuple[LibraryConcept, dict]:
+    """Train, evaluate and detect one concept in its run folder; returns it with its metrics.
+
+    The layer is the one with the best held-out AUROC; residue F1 and IoU come from detecting
+    spans on the held-out proteins at that layer with the concept's threshold.
+    """
+    from esm_tcav.concepts.artifacts import best_layer, load_concept
+    from esm_tcav.concepts.evaluate import run_evaluate
+    from esm_tcav.concepts.thresholds import get_threshold
+    from esm_tcav.concepts.train import run_train
+    from esm_tcav.localize.detect import run_detect
+
+    cfg = ctx.cfg
+    trained = run_train(ctx)
+    evaluated = run_evaluate(ctx)
+    layer = int(best_layer(ctx.out, ctx.model_name))
+    detected = run_detect(ctx)
+    if int(detected["layer"]) != layer:
+        raise ArtifactError(f"{ctx.out}: detect used layer {detected['layer']}, expected {layer}")
+    art = load_concept(
+        ctx.out,
+        ctx.model_name,
+        layer,
+        int(trained["version"]),
+        ctx.loaded.fingerprint,
+        ctx.loaded.spec.hidden_size,
+    )
+    method = cfg.thresholds.method
+    threshold = float(get_threshold(art.thresholds, method))
+    ev = evaluated["layers"][str(layer)]
+    tr = trained["layers"][str(layer)]
+    det = detected.get("metrics") or {}
+    residue = det.get("residue") or {}
+    split = art.split or {}
+    metrics = {
+        "residue_f1": residue.get("f1"),
+        "residue_precision": residue.get("precision"),
+        "residue_recall": residue.get("recall"),
+        "mean_iou": det.get("mean_iou"),
+        "hit_rate_iou50": det.get("hit_rate_iou50"),
+        "false_spans_per_kres": det.get("false_spans_per_kres"),
+        "auroc": ev.get("auroc"),
+        "auroc_ci": ev.get("auroc_ci"),
+        "auprc": ev.get("auprc"),
+        "p": tr.get("p"),
+        "min_p": tr.get("min_p"),
+        "q_layers": tr.get("q"),
+        "p_by_layer": {k: v.get("p") for k, v in trained["layers"].items()},
+        "auroc_by_layer": {k: v.get("auroc") for k, v in trained["layers"].items()},
+        "random_mean": tr.get("random_mean"),
+        "random_sd": tr.get("random_sd"),
+        "n_random": trained.get("n_random"),
+        "granularity": trained.get("granularity"),
+        "alpha": cfg.evaluate.alpha,
+        "test_proteins": f"{len(split.get('test', {}).get('positives', []))}/"
+        f"{len(split.get('test', {}).get('negatives', []))}",
+        "train_proteins": f"{len(split.get('train', {}).get('positives', []))}/"
+        f"{len(split.get('train', {}).get('negatives', []))}",
+        "threshold_calibrated_on": art.thresholds.get(
+            "calibrated_on", art.thresholds.get("computed_on")
+        ),
+        "cav_version": int(trained["version"]),
+        "run": str(ctx.out),
+        "detections": detected.get("output"),
+    }
+    if hmm is not None:
+        metrics.update(
+            hmm_agreement(
+                ctx, hmm, base or Path(cfg.base_dir), Path(detected["output"]) / "spans.tsv"
+            )
+        )
+    concept = LibraryConcept(
+        name=cfg.data.concept,
+        layer=layer,
+        direction=art.cav.direction,
+        bias=art.cav.bias,
+        threshold=threshold,
+        threshold_method=method,
+        smoothing_window=cfg.detect.smoothing_window,
+        min_span_length=cfg.detect.min_span_length,
+        merge_gap=cfg.detect.merge_gap,
+        metrics=metrics,
+    )
+    return concept, metrics
+
+
+def hmm_agreement(ctx, hmm: HmmCheck, base: Path, spans_tsv: Path) -> dict:
+    """Compare the CAV's held-out spans with a profile HMM built from a seed alignment.
+
+    The HMM (pyhmmer, built from e.g. the Pfam zf-C2H2 seed) annotates the held-out proteins
+    independently of the training labels; the CAV spans are scored against those HMM domains
+    (residue F1, mean IoU), and so is the HMM against the labels, for scale.
+    """
+    import pyhmmer
+
+    from esm_tcav.localize.spans import evaluate_spans
+
+    seed = Path(hmm.seed_alignment)
+    seed = seed if seed.is_absolute() else base / seed
+    alphabet = pyhmmer.easel.Alphabet.amino()
+    with pyhmmer.easel.MSAFile(str(seed), digital=True, alphabet=alphabet) as fh:
+        msa = fh.read()
+    msa.name = seed.stem.encode()
+    profile, _, _ = pyhmmer.plan7.Builder(alphabet).build_msa(
+        msa, pyhmmer.plan7.Background(alphabet)
+    )
+    test_pos, test_neg = ctx.dataset.part("test")
+    proteins = test_pos + test_neg
+    seqs = [
+        pyhmmer.easel.TextSequence(name=p.id.encode(), sequence=p.sequence).digitize(alphabet)
+        for p in proteins
+    ]
+    found: dict[str, list[tuple[int, int]]] = {}
+    for hits in pyhmmer.hmmsearch([profile], seqs, domE=hmm.domain_evalue, E=10.0):
+        for hit in hits:
+            for dom in hit.domains:
+                if dom.i_evalue <= hmm.domain_evalue:
+                    name = hit.name.decode() if isinstance(hit.name, bytes) else hit.name
+                    found.setdefault(name, []).append((int(dom.env_from), int(dom.env_to)))
+    predicted: dict[str, list[tuple[int, int]]] = {}
+    with spans_tsv.open() as fh:
+        next(fh)
+        for line in fh:
+            pid, start, end = line.split("\t")[:3]
+            predicted.setdefault(pid, []).append((int(start), int(end)))
+    lengths = {p.id: len(p.sequence) for p in proteins}
+    hmm_truth = {pid: _merge_spans(v) for pid, v in found.items()}
+    cav_vs_hmm = evaluate_spans(
+        predicted, hmm_truth, lengths, [p.id for p in proteins if p.id not in hmm_truth]
+    )
+    labels = {p.id: list(p.spans) for p in test_pos if p.spans}
+    hmm_vs_labels = evaluate_spans(hmm_truth, labels, lengths, [p.id for p in test_neg])
+    return {
+        "hmm_model": f"{seed.name} ({len(msa.sequences)} sequences, pyhmmer "
+        f"{pyhmmer.__version__}, domain i-E <= {hmm.domain_evalue})",
+        "hmm_domains": sum(len(v) for v in hmm_truth.values()),
+        "hmm_residue_f1": (cav_vs_hmm["residue"] or {}).get("f1"),
+        "hmm_mean_iou": cav_vs_hmm["mean_iou"],
+        "hmm_vs_labels_residue_f1": (hmm_vs_labels["residue"] or {}).get("f1"),
+    }
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _model_record(loaded, cfg: Config | None = None) -> dict:
+    """The model a library belongs to; `path`/`registry_file` let `scan` reload it unaided."""
+    rec = {
+        "name": loaded.spec.name,
+        "fingerprint": loaded.fingerprint,
+        "hidden_size": loaded.spec.hidden_size,
+        "source": loaded.source,
+    }
+    if cfg is not None:
+        for key in ("path", "registry_file"):
+            value = cfg.path(getattr(cfg.model, key))
+            if value is not None:
+                rec[key] = str(Path(value).resolve())
+    return rec
+
+
+def _provenance(cfg: Config, extra: dict, counts: dict | None = None) -> dict:
+    d = cfg.data
+    files = {
+        k: _file_record(cfg.path(getattr(d, k)))
+        for k in ("positives", "negatives", "spans_file", "test_positives", "test_negatives")
+    }
+    split = (
+        "fixed test files"
+        if d.test_positives
+        else (f"random by protein, test fraction {d.test_fraction}, seed {cfg.seed}")
+    )
+    return {
+        **extra,
+        "split": extra.get("split", split),
+        "files": {k: v for k, v in files.items() if v},
+        **({"counts": counts} if counts else {}),
+    }
+
+
+def recompute_q(root: Path) -> None:
+    """Benjamini-Hochberg q across every layer of every concept of the library (in place).
+
+    A library is many tests at once: a concept's q must account for all of them. Uses the
+    empirical p of each layer recorded at training (`metrics.p_by_layer`).
+    """
+    from esm_tcav.concepts.stats import bh_qvalues
+
+    doc = read_index(root)
+    keys, ps = [], []
+    for i, e in enumerate(doc["concepts"]):
+        for layer, p in ((e.get("metrics") or {}).get("p_by_layer") or {}).items():
+            keys.append((i, int(layer)))
+            ps.append(p)
+    q = bh_qvalues(ps)
+    for (i, layer), qv in zip(keys, q, strict=True):
+        e = doc["concepts"][i]
+        if layer == int(e["layer"]):
+            m = e["metrics"]
+            m["q"] = float(qv) if np.isfinite(qv) else None
+            m["q_tests"] = len(ps)
+            m["significant"] = bool(m["q"] is not None and m["q"] <= m.get("alpha", 0.05))
+    atomic_write_json(root / INDEX, doc)
+    write_table(root)
+
+
+def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict:
+    """`esm-tcav library build`: train, evaluate and store every concept of a library config.
+
+    Each concept runs in `<out>/work/<name>/` with one shared model and embedding store, so a
+    protein used by two concepts is embedded once; an unchanged concept reuses its trained
+    version (train's inputs hash) but is still written as a new library version.
+    """
+    import time
+
+    config_path = Path(config_path)
+    spec = load_library_config(config_path)
+    base = config_path.parent.resolve()
+    out = Path(out).resolve()  # derived data paths must not depend on the working directory
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "library.config.yaml", config_path.read_text())
+    results = {}
+    for c in spec.concepts:
+        t0 = time.perf_counter()
+        folder = work / c.name
+        counts = None
+        if c.data is not None:
+            data = {**c.data, "concept": c.name}
+        else:
+            data, counts = _derive_data(c, base, folder / "data", spec.seed)
+        doc = _merge(
+            spec.defaults,
+            {
+                "output_dir": str((folder).resolve()),
+                "seed": spec.seed,
+                "model": spec.model,
+                "data": data,
+                **{
+                    k: getattr(c, k)
+                    for k in ("embed", "train", "evaluate", "thresholds", "detect")
+                    if getattr(c, k)
+                },
+            },
+        )
+        doc["detect"] = {**doc.get("detect", {}), "layer": "best"}
+        doc["steps"] = ["embed", "train", "evaluate", "detect"]
+        cfg = config_from_dict(doc, f"{config_path}: concept {c.name}", base)
+        ctx = _shared_context(cfg, loaded, work / "embeddings")
+        loaded = ctx.loaded
+        log.info("library: concept %s (%s)", c.name, cfg.out)
+        concept, metrics = train_concept(ctx, c.hmm_check, base)
+        extra = dict(c.provenance)
+        if c.tmbed is not None:
+            extra.setdefault(
+                "split",
+                f"TMbed label {c.tmbed.label}: positives = proteins "
+                f"carrying it; train {c.tmbed.train}, test {c.tmbed.test}",
+            )
+        if c.pdna is not None:
+            extra.setdefault(
+                "split",
+                f"train {c.pdna.train_sequences}, test "
+                f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
+                f"by protein (test fraction {c.pdna.negatives_test_fraction})",
+            )
+        concept.provenance = _provenance(cfg, extra, counts)
+        add_to_library(out, _model_record(loaded, cfg), concept)
+        results[c.name] = round(time.perf_counter() - t0, 1)
+    recompute_q(out)
+    doc = read_index(out)
+    return {
+        "library": str(out),
+        "model": doc["model"],
+        "seconds": results,
+        "concepts": {
+            e["name"]: {
+                k: e["metrics"].get(k)
+                for k in (
+                    "residue_f1",
+                    "mean_iou",
+                    "auroc",
+                    "p",
+                    "q",
+                    "significant",
+                    "hmm_residue_f1",
+                )
+            }
+            | {"layer": e["layer"], "threshold": e["threshold"], "version": e["version"]}
+            for e in doc["concepts"]
+        },
+        "table": str(out / "report.md"),
+    }
+
+
+def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
+    """`esm-tcav library add`: train one concept from a run config and add it to a library.
+
+    The run goes to `<library>/work/<concept>/` (the config's output_dir is not used); the
+    library's model must be the config's model (checked before any training).
+    """
+    root = Path(library_dir).resolve()
+    name = _check_name(cfg.data.concept)
+    if (root / INDEX).is_file():
+        have = read_index(root)["model"]
+    else:
+        have = None
+    cfg = cfg.model_copy(deep=True)
+    cfg.output_dir = str((root / "work" / name).resolve())
+    cfg.detect.layer = "best"
+    ctx = _shared_context(cfg, loaded, root / "work" / "embeddings")
+    if have is not None and have.get("fingerprint") != ctx.loaded.fingerprint:
+        raise ModelMismatchError(
+            f"{root / INDEX}: library of model {have.get('name')!r} (fingerprint "
+            f"{have.get('fingerprint')}) but the config loads {ctx.loaded.spec.name!r} "
+            f"(fingerprint {ctx.loaded.fingerprint}); add concepts trained on the library's model"
+        )
+    concept, _ = train_concept(ctx)
+    concept.provenance = _provenance(cfg, {"source": "esm-tcav library add"})
+    concept = add_to_library(root, _model_record(ctx.loaded, cfg), concept)
+    recompute_q(root)
+    entry = next(e for e in read_index(root)["concepts"] if e["name"] == name)
+    return {
+        "library": str(root),
+        "concept": name,
+        "version": entry["version"],
+        "layer": entry["layer"],
+        "threshold": entry["threshold"],
+        "metrics": {
+            k: entry["metrics"].get(k)
+            for k in ("residue_f1", "mean_iou", "auroc", "p", "q", "significant")
+        },
+    }

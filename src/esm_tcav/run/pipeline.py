@@ -1,0 +1,228 @@
+"""`esm-tcav run`: chain the stages from one config, reuse finished work, keep a run manifest.
+
+Every stage, whether run by `run`, alone from the CLI, or as a SLURM job, records itself in
+`run_manifest.json` (timings, results, model fingerprint, data hashes, package version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+from esm_tcav._version import __version__
+from esm_tcav.config import STEPS
+from esm_tcav.errors import ConfigError
+from esm_tcav.io.files import content_hash
+
+log = logging.getLogger("esm_tcav.run.pipeline")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stage(ctx, step: str, force: bool, **kwargs):
+    if step == "embed":
+        from esm_tcav.engine.embed import run_embed
+
+        return run_embed(ctx, force=force, **kwargs)
+    if step == "train":
+        from esm_tcav.concepts.train import run_train
+
+        return run_train(ctx, force=force)
+    if step == "evaluate":
+        from esm_tcav.concepts.evaluate import run_evaluate
+
+        return run_evaluate(ctx)
+    if step == "detect":
+        from esm_tcav.localize.detect import run_detect
+
+        return run_detect(ctx, **kwargs)
+    if step == "tcav":
+        if ctx.loaded.head_kind is None:
+            log.warning("tcav skipped: model %s has no classification or LM head", ctx.model_name)
+            return {"skipped": "the model has no sequence-classification or masked-LM head"}
+        from esm_tcav.concepts.tcav import run_tcav
+
+        return run_tcav(ctx)
+    if step == "report":
+        from esm_tcav.report.render import run_report
+
+        return {"report": str(run_report(ctx))}
+    raise ConfigError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
+
+
+# stages after `train` whose results depend only on the config, the trained CAVs and the model
+_DERIVED = ("evaluate", "detect", "tcav")
+
+
+def _inputs_key(ctx, step: str) -> str | None:
+    """Content key of a derived stage: the config, the latest CAV version's inputs, the model."""
+    from esm_tcav.concepts.artifacts import latest_version, load_summary
+
+    version = latest_version(ctx.out, ctx.model_name)
+    if version is None:
+        return None
+    summary = load_summary(ctx.out, ctx.model_name, version)
+    return content_hash(
+        {
+            "step": step,
+            "config": ctx.cfg.snapshot(),
+            "version": version,
+            "cav_inputs": summary.get("inputs_hash"),
+            "fingerprint": ctx.loaded.fingerprint,
+            "package": __version__,
+        }
+    )
+
+
+def _reusable(ctx, step: str, key: str | None) -> dict | None:
+    if key is None:
+        return None
+    try:
+        done = json.loads((ctx.out / "run_manifest.json").read_text())["steps"][step]
+    except (OSError, ValueError, KeyError):
+        return None
+    result = done.get("result") or {}
+    outputs = [Path(p) for p in (result.get("output"), result.get("path")) if p]
+    if done.get("inputs_key") != key or not all(p.exists() for p in outputs):
+        return None
+    return result
+
+
+def run_step(ctx, step: str, force: bool = False, **kwargs):
+    """Run one stage and record it in the run manifest.
+
+    `embed` and `train` reuse stored work themselves; `evaluate`, `detect` and `tcav` are
+    skipped when the config, the trained CAVs and the model are those of their recorded run
+    (unless `force`, or `detect --input`).
+    """
+    key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
+    if not force and (stored := _reusable(ctx, step, key)) is not None:
+        log.info("%s: inputs unchanged, reusing the recorded results", step)
+        return {**stored, "reused": True}
+    t0 = time.perf_counter()
+    result = _stage(ctx, step, force, **kwargs)
+    record_step(ctx, step, time.perf_counter() - t0, result, inputs_key=key)
+    return result
+
+
+def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None = None) -> None:
+    path = ctx.out / "run_manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    cfg = ctx.cfg
+    data_files = {
+        name: cfg.path(value)
+        for name, value in cfg.data.model_dump().items()
+        if name in {"positives", "negatives", "spans_file", "test_positives", "test_negatives"}
+        and value
+    }
+    manifest.update(
+        {
+            "package": "esm-tcav",
+            "version": __version__,
+            "python": platform.python_version(),
+            "seed": cfg.seed,
+            "config": cfg.snapshot(),
+            "data": {
+                k: {"path": str(p), "sha256": _file_sha256(p)}
+                for k, p in data_files.items()
+                if p.is_file()
+            },
+        }
+    )
+    if "loaded" in ctx.__dict__:
+        manifest["model"] = {
+            "name": ctx.model_name,
+            "fingerprint": ctx.loaded.fingerprint,
+            "source": ctx.loaded.source,
+            "layers": ctx.layers,
+            "head": ctx.loaded.head_kind,
+        }
+    manifest.setdefault("steps", {})[step] = {
+        "seconds": round(seconds, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "result": result,
+        "inputs_key": inputs_key,
+    }
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    tmp.replace(path)
+
+
+def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:
+    """Run the chosen steps in pipeline order; returns timings per step."""
+    chosen = steps or ctx.cfg.steps
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        raise ConfigError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    total = time.perf_counter()
+    timings = {}
+    for step in STEPS:
+        if step in chosen:
+            t0 = time.perf_counter()
+            run_step(ctx, step, force)
+            timings[step] = round(time.perf_counter() - t0, 2)
+            log.info("step %s done in %.1f s", step, timings[step])
+    return {
+        "output_dir": str(ctx.out),
+        "seconds": round(time.perf_counter() - total, 2),
+        "steps": timings,
+    }
+
+
+def summary_text(ctx, timings: dict) -> str:
+    """What a user wants to read after `run`: the verdict per layer, detection, TCAV, where."""
+    import json as _json
+
+    try:
+        steps = _json.loads((ctx.out / "run_manifest.json").read_text())["steps"]
+    except (OSError, ValueError, KeyError):
+        steps = {}
+    res = {k: v.get("result") or {} for k, v in steps.items()}
+    lines = []
+    train = res.get("train", {})
+    if train.get("layers"):
+        lines.append(
+            f"concept {train.get('concept')!r} in {train.get('model')} "
+            f"(CAV v{train.get('version')}, {train.get('n_random')} random CAVs):"
+        )
+        for layer, s in sorted(train["layers"].items(), key=lambda kv: int(kv[0])):
+            best = "  <- best" if int(layer) == train.get("best_layer") else ""
+            lines.append(f"  layer {layer}: {s.get('verdict')}{best}")
+    det = res.get("detect", {})
+    metrics = det.get("metrics") or {}
+    if metrics.get("residue"):
+        lines.append(
+            f"detection (layer {det.get('layer')}, {det.get('proteins')} held-out proteins): "
+            f"residue F1 {metrics['residue']['f1']:.3f}, mean IoU {metrics.get('mean_iou', 0):.3f}"
+            f", domains hit {metrics.get('hit_rate_iou50', 0):.1%}, false spans per 1,000 "
+            f"negative residues {metrics.get('false_spans_per_kres') or 0:.2f}"
+        )
+    tcav = res.get("tcav", {})
+    for layer, s in sorted((tcav.get("layers") or {}).items(), key=lambda kv: int(kv[0])):
+        if s.get("testable", True) and s.get("p") is not None:
+            word = "significant" if s.get("significant") else "not significant"
+            lines.append(
+                f"TCAV layer {layer}: score {s['score']:.2f} vs random "
+                f"{s['random_mean']:.2f} ± {s['random_sd']:.2f}, p = {s['p']:.3g}, "
+                f"q = {s['q']:.3g}: {word}"
+            )
+    total = sum(timings.values())
+    lines.append(
+        f"done in {total:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")"
+    )
+    if (ctx.out / "report.html").is_file():
+        lines.append(f"report: {ctx.out / 'report.html'}")
+    return "\n".join(lines)
