@@ -35,7 +35,8 @@ import torch
 from _common import ROOT, demo_proteins, peak_rss_mb
 
 from esm_tcav.concepts.cav import CAV
-from esm_tcav.concepts.library import LibraryConcept, add_to_library
+from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.library import add_to_library
 from esm_tcav.engine.batching import packed_batches, padded_batches
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
@@ -66,11 +67,8 @@ def make_library(root: Path, loaded, cavs: list[CAV]) -> Path:
         add_to_library(
             root,
             model,
-            LibraryConcept(
-                c.concept,
-                c.layer,
-                c.direction,
-                c.bias,
+            Concept(
+                c,
                 threshold=0.5,
                 smoothing_window=5,
                 min_span_length=8,

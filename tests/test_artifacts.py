@@ -97,8 +97,8 @@ def test_load_concept_verifies_and_returns_everything(run):
     assert abs(np.linalg.norm(art.cav.direction) - 1) < 1e-5
     assert len(art.randoms) == 9 and all(r.hidden_size == 32 for r in art.randoms)
     assert art.randoms[4].meta["index"] == 4 and "auroc" in art.randoms[4].meta
-    assert art.thresholds["layer"] == 3 and art.report["layer"] == 3
-    assert art.manifest["model_fingerprint"] == ctx.loaded.fingerprint
+    assert art.thresholds["layer"] == 3 and art.metrics["layer"] == 3
+    assert art.provenance["model_fingerprint"] == ctx.loaded.fingerprint
     assert best_layer(ctx.out, "tiny_esm2") == summary["best_layer"]
 
 

@@ -18,7 +18,8 @@ import torch
 from transformers import EsmModel
 
 from esm_tcav.concepts.cav import CAV
-from esm_tcav.concepts.library import LibraryConcept, add_to_library, load_library
+from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.library import add_to_library, load_library
 from esm_tcav.engine.batching import packed_batches, padded_batches, padding_fraction
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
@@ -95,11 +96,8 @@ def make_library(root: Path, loaded, cavs: list[CAV], **rules) -> Path:
         add_to_library(
             root,
             model,
-            LibraryConcept(
-                name=cav.concept,
-                layer=cav.layer,
-                direction=cav.direction,
-                bias=cav.bias,
+            Concept(
+                cav,
                 threshold=rule.get("threshold", 0.0),
                 smoothing_window=rule.get("smoothing", 1),
                 min_span_length=rule.get("min_length", 4),
@@ -447,7 +445,7 @@ def test_tampered_or_foreign_library_is_refused(
     with pytest.raises(ModelMismatchError, match="fingerprint"):
         run_scan(planted["fasta"], lib, tmp_path / "o", loaded=other, progress=False)
     entry = load_library(lib).concepts[0]
-    path = lib / entry.file
+    path = entry.path
     path.write_bytes(path.read_bytes()[:-4] + b"\x00\x00\x00\x00")
     with pytest.raises(ArtifactError, match="sha256 does not match"):
         run_scan(planted["fasta"], lib, tmp_path / "o", loaded=tiny, progress=False)

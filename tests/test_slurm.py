@@ -108,7 +108,9 @@ def _spans(out: Path) -> list[list[str]]:
 def test_sharded_scan_on_the_cluster_equals_a_local_scan(
     slurm_cluster, tmp_path, tiny_hf_folder, tiny_registry
 ):
-    from esm_tcav.concepts.library import LibraryConcept, add_to_library
+    from esm_tcav.concepts.cav import CAV
+    from esm_tcav.concepts.concept import Concept
+    from esm_tcav.concepts.library import add_to_library
     from esm_tcav.localize.scan import run_scan
     from esm_tcav.models.esm2 import load_model
     from esm_tcav.run.slurm import run_slurm_scan
@@ -126,11 +128,8 @@ def test_sharded_scan_on_the_cluster_equals_a_local_scan(
             "path": str(tiny_hf_folder),
             "registry_file": str(tiny_registry),
         },
-        LibraryConcept(
-            name=cav.concept,
-            layer=2,
-            direction=cav.direction,
-            bias=cav.bias,
+        Concept(
+            CAV(cav.concept, 2, cav.direction, cav.bias),
             threshold=0.0,
             smoothing_window=1,
             min_span_length=4,

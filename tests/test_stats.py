@@ -1,5 +1,6 @@
 """stats.py against SciPy, scikit-learn and hand-computed values."""
 
+import json
 import math
 
 import numpy as np
@@ -12,9 +13,12 @@ from esm_tcav.concepts.stats import (
     add_qvalues,
     bh_qvalues,
     bootstrap_ci,
+    compare_to_randoms,
     empirical_p,
     layer_statistics,
     min_p,
+    qvalues,
+    tcav_verdict,
     welch_t,
     z_score,
 )
@@ -109,3 +113,41 @@ def test_bootstrap_by_protein_is_wider_than_by_residue():
     lo, hi = by_protein["auroc_ci"]
     assert lo < ranked.metrics()[0] < hi
     assert hi - lo > 1.5 * (by_residue["auroc_ci"][1] - by_residue["auroc_ci"][0])
+
+
+# ---------------------------------------------------------------------- TCAV scores vs randoms
+
+
+def test_compare_to_randoms_single_case_t_test():
+    out = compare_to_randoms(0.9, [0.4, 0.5, 0.6])
+    t = 0.4 / (0.1 * math.sqrt(1 + 1 / 3))
+    assert out["t"] == pytest.approx(t)
+    assert out["p"] == pytest.approx(2 * st.t.sf(t, df=2))
+    assert out["p_empirical"] == pytest.approx(1 / 4)
+    assert out["random_mean"] == pytest.approx(0.5) and out["random_sd"] == pytest.approx(0.1)
+    same = compare_to_randoms(0.5, [0.4, 0.5, 0.6])
+    assert same["p"] == pytest.approx(1.0) and same["p_empirical"] == 1.0
+    flat = compare_to_randoms(1.0, [0.5, 0.5])
+    assert flat["p"] == 0.0 and flat["t"] is None
+    assert compare_to_randoms(1.0, [0.5])["p"] is None
+
+
+def test_bh_across_layers():
+    assert qvalues([0.01, 0.04, None]) == [pytest.approx(0.02), pytest.approx(0.04), None]
+
+
+def test_json_of_bh_is_plain_floats():
+    json.dumps(qvalues([0.5, 0.2]))
+
+
+def test_tcav_rows_get_q_significance_and_verdict_without_alpha():
+    rows = {
+        "2": {"score": 0.9, "random_mean": 0.5, "random_sd": 0.1, "p": 0.01},
+        "4": {"score": 0.6, "random_mean": 0.5, "random_sd": 0.1, "p": 0.04},
+        "6": {"testable": False, "p": None},
+    }
+    add_qvalues(rows, 0.05, say=tcav_verdict, record_alpha=False)
+    assert rows["2"]["q"] == pytest.approx(0.02) and rows["4"]["q"] == pytest.approx(0.04)
+    assert rows["2"]["significant"] and rows["4"]["significant"] and "alpha" not in rows["2"]
+    assert rows["2"]["verdict"].startswith("significant: TCAV 0.90 vs random 0.50")
+    assert rows["6"]["q"] is None and rows["6"]["verdict"].startswith("not testable")

@@ -1,17 +1,16 @@
-"""TCAV: directional derivatives checked against finite differences, scores, statistics, stage."""
+"""TCAV: directional derivatives checked against finite differences, scores, stage.
+
+The statistics of TCAV scores (t-test vs randoms, BH q) are tested in test_stats.py.
+"""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 from transformers import EsmModel
 
 from esm_tcav.concepts.tcav import (
-    _bh,
-    compare_to_randoms,
     make_target,
     summed_gradients,
     target_kind,
@@ -95,28 +94,6 @@ def test_tcav_scores_sign_and_magnitude():
     assert r["magnitude"] == pytest.approx(3 / 4)
     assert r["mean_abs_derivative"] == pytest.approx(1.0)
     assert tcav_scores(np.zeros(3))["magnitude"] == 0.5
-
-
-def test_compare_to_randoms_single_case_t_test():
-    out = compare_to_randoms(0.9, [0.4, 0.5, 0.6])
-    t = 0.4 / (0.1 * math.sqrt(1 + 1 / 3))
-    assert out["t"] == pytest.approx(t)
-    assert out["p"] == pytest.approx(2 * stats.t.sf(t, df=2))
-    assert out["p_empirical"] == pytest.approx(1 / 4)
-    assert out["random_mean"] == pytest.approx(0.5) and out["random_sd"] == pytest.approx(0.1)
-    same = compare_to_randoms(0.5, [0.4, 0.5, 0.6])
-    assert same["p"] == pytest.approx(1.0) and same["p_empirical"] == 1.0
-    flat = compare_to_randoms(1.0, [0.5, 0.5])
-    assert flat["p"] == 0.0 and flat["t"] is None
-    assert compare_to_randoms(1.0, [0.5])["p"] is None
-
-
-def test_bh_across_layers():
-    assert _bh([0.01, 0.04, None]) == [pytest.approx(0.02), pytest.approx(0.04), None]
-
-
-def test_json_of_bh_is_plain_floats():
-    json.dumps(_bh([0.5, 0.2]))
 
 
 # ---------------------------------------------------------------------- the stage

@@ -353,7 +353,7 @@ def test_layout_summary_and_split(trained):
     train_ids = set(art.split["train"]["positives"] + art.split["train"]["negatives"])
     test_ids = set(art.split["test"]["positives"] + art.split["test"]["negatives"])
     assert train_ids and test_ids and not train_ids & test_ids
-    assert art.report["train"]["proteins"] == len(train_ids)
+    assert art.metrics["train"]["proteins"] == len(train_ids)
     # the planted motif is visible to the tiny random model
     assert summary["layers"][str(summary["best_layer"])]["auroc"] > 0.9
 

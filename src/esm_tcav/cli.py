@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from esm_tcav.config import Config, load_config
+from esm_tcav.config import SCAN_DEFAULTS, Config, load_config
 from esm_tcav.errors import EsmTcavError
 
 app = typer.Typer(
@@ -239,16 +239,16 @@ def scan(
     library: Annotated[Path, typer.Option(help="concept library folder")],
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/scan"),
     shard: Annotated[str | None, typer.Option(help="I/N: scan shard I of N")] = None,
-    device: str = "cpu",
-    toks_per_batch: int = 8192,
+    device: str = SCAN_DEFAULTS.device,
+    toks_per_batch: int = SCAN_DEFAULTS.toks_per_batch,
     dtype: Annotated[
         str,
         typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16"),
-    ] = "auto",
+    ] = SCAN_DEFAULTS.dtype,
     model_path: Annotated[
         Path | None,
         typer.Option(help="checkpoint of the library's model (HF folder or fair-esm .pt)"),
-    ] = None,
+    ] = SCAN_DEFAULTS.model_path,
     merge: Annotated[
         int | None, typer.Option(help="N: merge finished shards 0..N-1 of --out into one result")
     ] = None,

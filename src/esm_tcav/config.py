@@ -1,20 +1,30 @@
-"""The YAML config: one schema for every stage, validated with messages that name the key.
+"""Every schema the package reads, validated with messages that name the key.
 
-Every stage reads the same `Config`; `run` chains them. A snapshot of the validated config is
-saved with every result so a run can be reproduced.
+- `Config`: the run config (one YAML for every stage; `run` chains them). A snapshot of the
+  validated config is saved with every result so a run can be reproduced.
+- `LibraryConfig`: the library config (`esm-tcav library build`): concepts as run-config
+  fragments or TMbed / PDNA sources.
+- `ScanSettings`: the settings of `esm-tcav scan` (the CLI flags; their defaults live here).
+
+The step list (`STEPS`) and the input-format list (`INPUT_FORMATS`) are defined here once.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from esm_tcav.errors import ConfigError
 
-STEPS = ("embed", "train", "evaluate", "detect", "tcav", "report")
+Step = Literal["embed", "train", "evaluate", "detect", "tcav", "report"]
+STEPS: tuple[str, ...] = get_args(Step)  # in pipeline order
+InputFormat = Literal["auto", "fasta", "jsonl", "tmbed", "uniprot"]
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class _Section(BaseModel):
@@ -27,7 +37,7 @@ class ModelSection(_Section):
     registry_file: str | None = None
     allow_download: bool = False
     device: str = "cpu"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Dtype = "auto"
     layers: list[int] | None = None  # None: the registry's default taps
 
 
@@ -43,11 +53,11 @@ class EmbedSection(_Section):
 class DataSection(_Section):
     concept: str = "concept"
     positives: str
-    positives_format: Literal["auto", "fasta", "jsonl", "tmbed", "uniprot"] = "auto"
+    positives_format: InputFormat = "auto"
     spans_file: str | None = None  # accession [TAB start TAB end] lines for the positives
     span_names: list[str] | None = None  # which named spans are the concept (None: all)
     negatives: str
-    negatives_format: Literal["auto", "fasta", "jsonl", "tmbed", "uniprot"] = "auto"
+    negatives_format: InputFormat = "auto"
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)
     test_positives: str | None = None
@@ -109,9 +119,7 @@ class SlurmSection(_Section):
 class Config(_Section):
     output_dir: str = "results/run"
     seed: int = 0
-    steps: list[Literal["embed", "train", "evaluate", "detect", "tcav", "report"]] = Field(
-        default_factory=lambda: list(STEPS)
-    )
+    steps: list[Step] = Field(default_factory=lambda: list(STEPS))
     model: ModelSection = Field(default_factory=ModelSection)
     embed: EmbedSection = Field(default_factory=EmbedSection)
     data: DataSection
@@ -146,6 +154,124 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+# ---------------------------------------------------------------------- the library config
+
+_CONCEPT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_concept_name(name: str) -> str:
+    """A library concept's name becomes a file name and a GFF3 feature type: keep it plain."""
+    if not isinstance(name, str) or not _CONCEPT_NAME.match(name):
+        raise ConfigError(
+            f"concept name {name!r}: use letters, digits, '_', '.' or '-' "
+            "(it becomes a file name and a GFF3 feature type)"
+        )
+    return name
+
+
+class TmbedSource(_Section):
+    """A concept read from TMbed per-residue labels: positives carry the label, negatives not."""
+
+    train: str
+    test: str
+    label: Literal["transmembrane_helix", "transmembrane_beta", "signal_peptide"]
+
+
+class PdnaSource(_Section):
+    """DNA-binding residues: PDNA-543-style train pair, PDNA-41-style test pair, and proteins
+    known not to bind DNA as negatives (split between train and test)."""
+
+    train_sequences: str
+    train_labels: str
+    test_sequences: str
+    test_labels: str
+    negatives: str
+    negatives_test_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class HmmCheck(_Section):
+    """An independent annotation of the held-out proteins by a profile HMM (pyhmmer)."""
+
+    seed_alignment: str
+    domain_evalue: float = Field(0.01, gt=0)
+
+
+class ConceptSpec(_Section):
+    """One concept of a library: exactly one source plus run-config sections of its own."""
+
+    name: str
+    data: dict | None = None  # a run config's data section (concept = name)
+    tmbed: TmbedSource | None = None
+    pdna: PdnaSource | None = None
+    max_train: int = Field(120, ge=4)  # per class, for tmbed/pdna sources
+    max_test: int = Field(60, ge=4)
+    hmm_check: HmmCheck | None = None
+    provenance: dict = Field(default_factory=dict)
+    embed: dict = Field(default_factory=dict)
+    train: dict = Field(default_factory=dict)
+    evaluate: dict = Field(default_factory=dict)
+    thresholds: dict = Field(default_factory=dict)
+    detect: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConceptSpec:
+        try:
+            check_concept_name(self.name)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        given = [k for k in ("data", "tmbed", "pdna") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"concept {self.name!r}: give exactly one of data, tmbed or pdna "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class LibraryConfig(_Section):
+    seed: int = 0
+    model: dict = Field(default_factory=dict)  # a run config's model section
+    defaults: dict = Field(default_factory=dict)  # run-config sections shared by all concepts
+    concepts: list[ConceptSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> LibraryConfig:
+        names = [c.name for c in self.concepts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"concept {sorted(dup)[0]!r} appears twice; names must be unique")
+        if not names:
+            raise ValueError("the library has no concepts")
+        return self
+
+
+# ---------------------------------------------------------------------- scan settings
+
+
+class ScanSettings(_Section):
+    """How `esm-tcav scan` runs; the CLI flags and `run_scan`'s keywords default to these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = "cpu"
+    toks_per_batch: int = Field(8192, ge=1)
+    dtype: Dtype = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    model_path: str | None = None  # default: the checkpoint recorded in the library
+    registry_file: str | None = None
+    engine: str = "auto"  # auto, padded or packed (see engine.packed)
+    chunk_proteins: int = Field(512, ge=1)  # proteins per checkpointed chunk
+
+    @classmethod
+    def of(cls, origin: str = "scan", **values) -> ScanSettings:
+        """Validated settings (paths as strings); ConfigError names the bad option."""
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+        return _validate(cls, values, origin)
+
+
+SCAN_DEFAULTS = ScanSettings()
+
+# ---------------------------------------------------------------------- reading and errors
+
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
 
 
@@ -157,14 +283,14 @@ def _key(loc: tuple) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _format(exc: ValidationError, origin: str) -> str:
+def _format(exc: ValidationError, origin: str, reference: str) -> str:
     errors = exc.errors()
     err = errors[0]
     key = _key(err["loc"])
     same = [e for e in errors if _key(e["loc"]) == key]
     msg = "; or ".join(dict.fromkeys(e["msg"] for e in same))
     if err["type"] == "extra_forbidden":
-        msg = "unknown key; check the spelling against the config reference in the README"
+        msg = f"unknown key; check the spelling against {reference}"
     elif err["type"] == "missing":
         msg = "required key is missing"
     others = len({_key(e["loc"]) for e in errors}) - 1
@@ -172,13 +298,35 @@ def _format(exc: ValidationError, origin: str) -> str:
     return f"{origin}: key '{key}': {msg}{more}"
 
 
-def config_from_dict(doc: dict, origin: str = "config", base_dir: str | Path = ".") -> Config:
+_REFERENCE = {
+    "Config": "the config reference in the README",
+    "LibraryConfig": "configs/library.yaml",
+    "ScanSettings": "`esm-tcav scan --help`",
+}
+
+
+def _validate(schema: type[BaseModel], doc: dict, origin: str):
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: the config must be a YAML mapping of keys to values")
     try:
-        cfg = Config.model_validate(doc)
+        return schema.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, origin)) from None
+        raise ConfigError(_format(exc, origin, _REFERENCE[schema.__name__])) from None
+
+
+def _read_yaml(path: Path, what: str = "config file") -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def config_from_dict(doc: dict, origin: str = "config", base_dir: str | Path = ".") -> Config:
+    cfg = _validate(Config, doc, origin)
     cfg.base_dir = str(base_dir)
     return cfg
 
@@ -186,14 +334,7 @@ def config_from_dict(doc: dict, origin: str = "config", base_dir: str | Path = "
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config; relative paths resolve from the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    doc = _read_yaml(path)
     for dotted, value in (overrides or {}).items():
         node = doc
         *parents, leaf = dotted.split(".")
@@ -201,6 +342,12 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
             node = node.setdefault(key, {})
         node[leaf] = value
     return config_from_dict(doc, str(path), path.parent.resolve())
+
+
+def load_library_config(path: str | Path) -> LibraryConfig:
+    """Read and validate a library YAML (`configs/library.yaml` is the annotated example)."""
+    path = Path(path)
+    return _validate(LibraryConfig, _read_yaml(path, "library config"), str(path))
 
 
 def save_snapshot(cfg: Config, path: Path) -> None:

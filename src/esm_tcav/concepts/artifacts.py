@@ -26,13 +26,14 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from esm_tcav._version import __version__
 from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.thresholds import get_threshold
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 
@@ -188,20 +189,6 @@ def load_randoms(path: Path, details: list[dict] | None = None) -> list[CAV]:
 # ---------------------------------------------------------------------- loading a concept
 
 
-@dataclass
-class ConceptArtifact:
-    """One layer's trained concept: CAV, its random CAVs, thresholds, metrics, provenance."""
-
-    cav: CAV
-    randoms: list[CAV]
-    thresholds: dict
-    report: dict
-    manifest: dict
-    version: int
-    path: Path
-    split: dict = field(default_factory=dict)
-
-
 def load_concept(
     out_dir: Path,
     model_name: str,
@@ -209,11 +196,13 @@ def load_concept(
     version: int | None = None,
     fingerprint: str | None = None,
     hidden_size: int | None = None,
-) -> ConceptArtifact:
+) -> Concept:
     """Load and verify (sha256 of every file, model fingerprint, hidden size) one layer's CAV.
 
     `version=None` takes the newest version that has this layer. Raises ArtifactError with the
-    file or the mismatch named: an artifact that does not verify is never returned.
+    file or the mismatch named: an artifact that does not verify is never returned. The
+    concept's threshold is the artifact's default method (`Concept.with_rule` picks another);
+    its provenance is the verified manifest, its metrics the training report.
     """
     if version is None:
         version = latest_version(out_dir, model_name, layer)
@@ -267,7 +256,20 @@ def load_concept(
             )
     elif report.get("randoms", {}).get("n", 0):
         raise ArtifactError(f"{rfolder}: missing; the report lists random CAVs; retrain")
-    return ConceptArtifact(cav, randoms, thresholds, report, manifest, version, folder, split)
+    method = thresholds.get("default_method", "f1_max")
+    return Concept(
+        cav,
+        threshold=get_threshold(thresholds, method),
+        threshold_method=method,
+        version=version,
+        metrics=report,
+        provenance=manifest,
+        path=folder,
+        sha256=manifest["files"]["cav.safetensors"]["sha256"],
+        randoms=randoms,
+        thresholds=thresholds,
+        split=split,
+    )
 
 
 def load_summary(out_dir: Path, model_name: str, version: int | None = None) -> dict:

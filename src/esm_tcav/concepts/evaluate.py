@@ -98,8 +98,8 @@ def run_evaluate(ctx) -> dict:
         for layer in layers
     }
     first = arts[layers[0]]
-    granularity = first.manifest["granularity"]
-    seed = int(first.manifest["seeds"]["seed"])
+    granularity = first.provenance["granularity"]
+    seed = int(first.provenance["seeds"]["seed"])
     test_pos, test_neg = _test_proteins(ctx, first.split, first.path / "split.json")
     ctx.ensure_embeddings(test_pos + test_neg)
     test_ex = plan_examples(granularity, test_pos, test_neg, cfg.train.residue_cap, seed, test=True)
@@ -132,11 +132,11 @@ def run_evaluate(ctx) -> dict:
             "heldout": heldout,
             "randoms": {
                 "n": len(art.randoms),
-                "mode": art.report.get("randoms", {}).get("mode"),
+                "mode": art.metrics.get("randoms", {}).get("mode"),
                 "aurocs": r_auroc,
                 "auprcs": [p for _, p in rand],
             },
-            "cv": art.report.get("cv", {}),
+            "cv": art.metrics.get("cv", {}),
             "thresholds": art.thresholds,
         }
         if residue_ex is not None:
@@ -145,7 +145,7 @@ def run_evaluate(ctx) -> dict:
         stats = layer_statistics(heldout["auroc"], entry["cv"].get("fold_aurocs", []), r_auroc)
         stats["auroc"] = heldout["auroc"]
         entry["stats"] = stats
-        trained = art.report.get("heldout", {}).get("auroc")
+        trained = art.metrics.get("heldout", {}).get("auroc")
         entry["matches_training"] = trained is not None and abs(trained - heldout["auroc"]) < 1e-4
         per_layer[layer] = entry
         curve_data[layer] = {

@@ -4,7 +4,9 @@
 dictionary. Layout::
 
     <library>/library.json                      the index (format esm-tcav-library/1)
-    <library>/concepts/<name>_v<k>.safetensors  direction [H] float32 + bias, one per version
+    <library>/concepts/<name>_v<k>.safetensors  the concept vector, one file per version, in the
+                                                one CAV format (`CAV.save`, the same layout as
+                                                an artifact's cav.safetensors)
     <library>/work/<name>/                      the training run of each concept (configs,
                                                 derived data files, CAVs, detections)
     <library>/work/embeddings/                  one embedding store shared by every concept
@@ -13,9 +15,12 @@ dictionary. Layout::
 `library.json` = {"format", "model": {"name", "fingerprint", "hidden_size"}, "concepts": [{
 "name", "layer", "threshold", "threshold_method", "smoothing_window", "min_span_length",
 "merge_gap", "metrics": {...}, "provenance": {...}, "file", "sha256", "version", ...}]}.
-Every file is written under a temporary name and renamed into place; a rebuild writes a new
-version and never overwrites a concept file. Loading verifies every sha256 and, against the
-model in use, the fingerprint and the hidden size.
+The index is the only place a library keeps anything but vectors: an entry is a `Concept`'s
+decision rule, metrics and provenance plus its file's path, sha256 and version. Every file is
+written under a temporary name and renamed into place; a rebuild writes a new version and
+never overwrites a concept file. Loading verifies every sha256 and, against the model in use,
+the fingerprint and the hidden size. (Libraries written before this layout, whose files carried
+extra metadata, load as long as their index verifies; nothing else is read from the file.)
 """
 
 from __future__ import annotations
@@ -24,86 +29,52 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.concept import RULE_FIELDS, Concept
+from esm_tcav.config import check_concept_name
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
-from esm_tcav.io.files import (
-    atomic_write_json,
-    atomic_write_text,
-    load_tensors,
-    save_tensors,
-    sha256_file,
-)
+from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger("esm_tcav.concepts.library")
 
 FORMAT = "esm-tcav-library/1"
 INDEX = "library.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION_FILE = re.compile(r"^(?P<name>.+)_v(?P<v>\d+)\.safetensors$")
 
 
 # ---------------------------------------------------------------------- the in-memory library
 
 
-@dataclass
-class LibraryConcept:
-    """One concept of a library: its vector, its decision rule and its held-out evaluation."""
-
-    name: str
-    layer: int
-    direction: np.ndarray  # [H] float32, unit norm
-    bias: float
-    threshold: float
-    threshold_method: str = "f1_max"
-    smoothing_window: int = 1
-    min_span_length: int = 1
-    merge_gap: int = 0
-    version: int = 1
-    metrics: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    file: str = ""
-    sha256: str = ""
-
-    @property
-    def cav(self) -> CAV:
-        return CAV(self.name, self.layer, self.direction, self.bias, {"version": self.version})
-
-    def entry(self) -> dict:
-        """The concept's record in library.json (everything but the vector)."""
-        return {
-            "name": self.name,
-            "layer": self.layer,
-            "threshold": self.threshold,
-            "threshold_method": self.threshold_method,
-            "smoothing_window": self.smoothing_window,
-            "min_span_length": self.min_span_length,
-            "merge_gap": self.merge_gap,
-            "metrics": self.metrics,
-            "provenance": self.provenance,
-            "file": self.file,
-            "sha256": self.sha256,
-            "version": self.version,
-        }
+def entry(concept: Concept, file: str) -> dict:
+    """A concept's record in library.json: everything but the vector, which `file` holds."""
+    return {
+        "name": concept.name,
+        "layer": concept.layer,
+        **concept.rule(),
+        "metrics": concept.metrics,
+        "provenance": concept.provenance,
+        "file": file,
+        "sha256": concept.sha256,
+        "version": concept.version,
+    }
 
 
 @dataclass
 class Library:
     root: Path
     model: dict
-    concepts: list[LibraryConcept]
+    concepts: list[Concept]
     index_sha256: str
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.concepts]
 
-    def concept(self, name: str) -> LibraryConcept:
+    def concept(self, name: str) -> Concept:
         for c in self.concepts:
             if c.name == name:
                 return c
@@ -128,15 +99,6 @@ class Library:
                 f"{self.root / INDEX}: hidden size "
                 f"{self.model.get('hidden_size')} but the model has {hidden}"
             )
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(
-            f"concept name {name!r}: use letters, digits, '_', '.' or '-' "
-            "(it becomes a file name and a GFF3 feature type)"
-        )
-    return name
 
 
 def read_index(root: Path) -> dict:
@@ -189,32 +151,27 @@ def load_library(root: str | Path, names: Sequence[str] | None = None) -> Librar
                 f"{path}: sha256 does not match {INDEX} (the file was changed after the library "
                 "was built); refusing to use it. Restore it or rebuild the concept"
             )
-        tensors, meta = load_tensors(path)
-        direction = np.asarray(tensors["direction"], dtype=np.float32)
-        if hidden is not None and direction.shape != (int(hidden),):
+        cav = CAV.load(path, meta={"version": int(e.get("version", 1))})
+        if hidden is not None and cav.direction.shape != (int(hidden),):
             raise ArtifactError(
-                f"{path}: vector of size {direction.shape} but the library's "
+                f"{path}: vector of size {cav.direction.shape} but the library's "
                 f"model has hidden size {hidden}"
             )
-        if int(meta.get("layer", e["layer"])) != int(e["layer"]):
+        if cav.layer != int(e["layer"]):
             raise ArtifactError(
-                f"{path}: stored for layer {meta.get('layer')} but {INDEX} says layer {e['layer']}"
+                f"{path}: stored for layer {cav.layer} but {INDEX} says layer {e['layer']}"
             )
+        cav.concept = e["name"]
+        rule = {k: e[k] for k in RULE_FIELDS if k in e}
+        rule["threshold"] = float(e["threshold"])
         concepts.append(
-            LibraryConcept(
-                name=e["name"],
-                layer=int(e["layer"]),
-                direction=direction,
-                bias=float(np.asarray(tensors["bias"]).ravel()[0]),
-                threshold=float(e["threshold"]),
-                threshold_method=e.get("threshold_method", "f1_max"),
-                smoothing_window=int(e.get("smoothing_window", 1)),
-                min_span_length=int(e.get("min_span_length", 1)),
-                merge_gap=int(e.get("merge_gap", 0)),
+            Concept(
+                cav,
+                **rule,
                 version=int(e.get("version", 1)),
                 metrics=e.get("metrics") or {},
                 provenance=e.get("provenance") or {},
-                file=e["file"],
+                path=path,
                 sha256=e["sha256"],
             )
         )
@@ -230,15 +187,15 @@ def _next_version(root: Path, name: str) -> int:
     return max(found, default=0) + 1
 
 
-def add_to_library(root: str | Path, model: dict, concept: LibraryConcept) -> LibraryConcept:
-    """Write a concept as a new version file and point the index at it (atomic writes).
+def add_to_library(root: str | Path, model: dict, concept: Concept) -> Concept:
+    """Write a concept's vector as a new version file and point the index at it (atomic writes).
 
     A new library gets `model`; an existing one must have the same fingerprint. Older version
     files stay on disk (results made with them remain reproducible); the index keeps their
     records under `previous_versions`.
     """
     root = Path(root)
-    _check_name(concept.name)
+    check_concept_name(concept.name)
     (root / "concepts").mkdir(parents=True, exist_ok=True)
     if (root / INDEX).is_file():
         doc = read_index(root)
@@ -251,25 +208,15 @@ def add_to_library(root: str | Path, model: dict, concept: LibraryConcept) -> Li
             )
     else:
         doc = {"format": FORMAT, "model": dict(model), "concepts": []}
-    direction = np.asarray(concept.direction, dtype=np.float32).ravel()
-    if direction.shape != (int(doc["model"]["hidden_size"]),):
+    if concept.cav.hidden_size != int(doc["model"]["hidden_size"]):
         raise ArtifactError(
-            f"concept {concept.name!r}: vector of size {direction.shape[0]} but "
+            f"concept {concept.name!r}: vector of size {concept.cav.hidden_size} but "
             f"the model has hidden size {doc['model']['hidden_size']}"
         )
     version = _next_version(root, concept.name)
     rel = f"concepts/{concept.name}_v{version}.safetensors"
-    save_tensors(
-        root / rel,
-        {"direction": direction, "bias": np.array([concept.bias], dtype=np.float64)},
-        {
-            "concept": concept.name,
-            "layer": concept.layer,
-            "version": version,
-            "model_fingerprint": model["fingerprint"],
-        },
-    )
-    concept.version, concept.file, concept.sha256 = version, rel, sha256_file(root / rel)
+    concept.cav.save(root / rel)
+    concept.version, concept.path, concept.sha256 = version, root / rel, sha256_file(root / rel)
     kept, previous = [], []
     for e in doc["concepts"]:
         if e["name"] == concept.name:
@@ -278,12 +225,12 @@ def add_to_library(root: str | Path, model: dict, concept: LibraryConcept) -> Li
             ]
         else:
             kept.append(e)
-    entry = concept.entry()
+    record = entry(concept, rel)
     if previous:
-        entry["previous_versions"] = previous
+        record["previous_versions"] = previous
     # keep the order of first addition; a rebuilt concept keeps its place
     order = [e["name"] for e in doc["concepts"]]
-    kept.append(entry)
+    kept.append(record)
     kept.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
     doc["concepts"] = kept
     atomic_write_json(root / INDEX, doc)

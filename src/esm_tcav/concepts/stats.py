@@ -4,7 +4,10 @@
   random CAVs the smallest reachable p is `min_p(N)` = 1 / (N + 1), reported beside every p).
 - `z_score`: how many random-CAV standard deviations the concept sits above their mean.
 - `welch_t`: two-sided Welch t-test (unequal variances) of two samples of scores.
-- `bh_qvalues`: Benjamini–Hochberg adjusted p-values across layers (and concepts).
+- `bh_qvalues` / `qvalues`: Benjamini–Hochberg adjusted p-values across layers (and concepts);
+  `add_qvalues` writes q, significance and a verdict in words onto per-layer rows.
+- `compare_to_randoms`: one TCAV score against the random CAVs' scores (single-observation
+  t-test and empirical two-sided p); `tcav_verdict` says the outcome in words.
 - `auc_weighted` / `bootstrap_ci`: AUROC and AUPRC with per-example weights, so a bootstrap
   that resamples whole proteins is one weighted pass over a fixed sort (no re-sorting).
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _st
@@ -67,6 +70,47 @@ def bh_qvalues(pvalues: Sequence[float | None]) -> np.ndarray:
     return q
 
 
+def qvalues(pvalues: Sequence[float | None]) -> list[float | None]:
+    """`bh_qvalues` as JSON-ready values: None where there is no test."""
+    return [None if not np.isfinite(v) else float(v) for v in bh_qvalues(pvalues)]
+
+
+def compare_to_randoms(concept: float, randoms: Sequence[float]) -> dict:
+    """Two-sided single-observation t-test and empirical p of the concept vs random scores.
+
+    t = (c - mean) / (sd * sqrt(1 + 1/N)), N - 1 degrees of freedom: the concept score is one
+    draw, not a mean. The empirical p is (1 + #{|r - mean| >= |c - mean|}) / (N + 1).
+    """
+    r = np.asarray(randoms, dtype=np.float64)
+    n = r.size
+    if n < 2:
+        return {
+            "n_random": int(n),
+            "t": None,
+            "p": None,
+            "p_empirical": None,
+            "random_mean": float(r.mean()) if n else None,
+            "random_sd": None,
+        }
+    mean, sd = float(r.mean()), float(r.std(ddof=1))
+    if sd == 0:
+        t = 0.0 if concept == mean else math.copysign(math.inf, concept - mean)
+        p = 1.0 if concept == mean else 0.0
+    else:
+        t = (concept - mean) / (sd * math.sqrt(1 + 1 / n))
+        p = float(2 * _st.t.sf(abs(t), df=n - 1))
+    extreme = np.abs(r - mean) >= abs(concept - mean) - 1e-12
+    return {
+        "n_random": int(n),
+        "t": float(t) if math.isfinite(t) else None,
+        "p": p,
+        "p_empirical": float((1 + extreme.sum()) / (n + 1)),
+        "min_p_empirical": 1 / (n + 1),
+        "random_mean": mean,
+        "random_sd": sd,
+    }
+
+
 def layer_statistics(
     concept_auroc: float, fold_aurocs: Sequence[float], random_aurocs: Sequence[float]
 ) -> dict:
@@ -102,16 +146,25 @@ def is_significant(q: float | None, alpha: float) -> bool:
     return q is not None and q <= alpha * (1 + 1e-9)
 
 
-def add_qvalues(per_layer: dict, alpha: float) -> None:
-    """BH q over the layers' empirical p (in place), with a verdict said in words."""
+def add_qvalues(
+    per_layer: dict[str, dict],
+    alpha: float,
+    say: Callable[[dict, float], str] | None = None,
+    record_alpha: bool = True,
+) -> None:
+    """BH q over the rows' `p` (in place): q, (alpha), significant and a verdict in words.
+
+    `say` words the verdict (`verdict` for held-out AUROCs, `tcav_verdict` for TCAV scores).
+    """
+    say = say or verdict
     keys = list(per_layer)
-    q = bh_qvalues([per_layer[k].get("p") for k in keys])
-    for k, qv in zip(keys, q, strict=True):
+    for k, q in zip(keys, qvalues([per_layer[k].get("p") for k in keys]), strict=True):
         s = per_layer[k]
-        s["q"] = None if not np.isfinite(qv) else float(qv)
-        s["alpha"] = alpha
-        s["significant"] = is_significant(s["q"], alpha)
-        s["verdict"] = verdict(s, alpha)
+        s["q"] = q
+        if record_alpha:
+            s["alpha"] = alpha
+        s["significant"] = is_significant(q, alpha)
+        s["verdict"] = say(s, alpha)
 
 
 def verdict(s: dict, alpha: float) -> str:
@@ -142,6 +195,22 @@ def verdict(s: dict, alpha: float) -> str:
         )
     qtext = f"{q:.3g}" if q is not None else "n/a"
     return f"not significant: {head}; p = {p:.3g}, q = {qtext} > {alpha}{reason}"
+
+
+def tcav_verdict(row: dict, alpha: float) -> str:
+    """One sentence on a layer's TCAV score vs the random CAVs' (q from `add_qvalues`)."""
+    if not row.get("testable", True):
+        return (
+            "not testable: the target does not depend on the residue states at this layer "
+            "(after the last layer a classification head reads only the BOS token)"
+        )
+    if row.get("p") is None:
+        return "not tested: fewer than 2 random CAVs (raise train.n_random)"
+    head = (
+        f"TCAV {row['score']:.2f} vs random {row['random_mean']:.2f} ± "
+        f"{row['random_sd']:.2f}; p = {row['p']:.3g}, q = {row['q']:.3g}"
+    )
+    return ("significant: " if row["significant"] else "not significant: ") + head
 
 
 # ---------------------------------------------------------------------- weighted AUROC / AUPRC

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import uuid
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esm_tcav.concepts.stats import bh_qvalues, is_significant
+from esm_tcav.concepts.stats import add_qvalues, compare_to_randoms, tcav_verdict
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 
 log = logging.getLogger("esm_tcav.concepts.tcav")
@@ -161,44 +160,6 @@ def tcav_scores(derivatives: np.ndarray) -> dict:
     }
 
 
-def compare_to_randoms(concept: float, randoms: list[float]) -> dict:
-    """Two-sided single-observation t-test and empirical p of the concept vs random scores."""
-    from scipy import stats
-
-    r = np.asarray(randoms, dtype=np.float64)
-    n = r.size
-    if n < 2:
-        return {
-            "n_random": int(n),
-            "t": None,
-            "p": None,
-            "p_empirical": None,
-            "random_mean": float(r.mean()) if n else None,
-            "random_sd": None,
-        }
-    mean, sd = float(r.mean()), float(r.std(ddof=1))
-    if sd == 0:
-        t = 0.0 if concept == mean else math.copysign(math.inf, concept - mean)
-        p = 1.0 if concept == mean else 0.0
-    else:
-        t = (concept - mean) / (sd * math.sqrt(1 + 1 / n))
-        p = float(2 * stats.t.sf(abs(t), df=n - 1))
-    extreme = np.abs(r - mean) >= abs(concept - mean) - 1e-12
-    return {
-        "n_random": int(n),
-        "t": float(t) if math.isfinite(t) else None,
-        "p": p,
-        "p_empirical": float((1 + extreme.sum()) / (n + 1)),
-        "min_p_empirical": 1 / (n + 1),
-        "random_mean": mean,
-        "random_sd": sd,
-    }
-
-
-def _bh(pvalues: list[float | None]) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in bh_qvalues(pvalues)]
-
-
 # ---------------------------------------------------------------------- the stage
 
 
@@ -291,12 +252,7 @@ def run_tcav(ctx) -> dict:
                 "random_magnitudes": [r["magnitude"] for r in rand],
             }
     alpha = cfg.evaluate.alpha
-    keys = list(layers_out)
-    for k, q in zip(keys, _bh([layers_out[k]["p"] for k in keys]), strict=True):
-        row = layers_out[k]
-        row["q"] = q
-        row["significant"] = is_significant(q, alpha)
-        row["verdict"] = _verdict(row, alpha)
+    add_qvalues(layers_out, alpha, say=tcav_verdict, record_alpha=False)
     result = {
         "model": ctx.model_name,
         "fingerprint": loaded.fingerprint,
@@ -353,21 +309,6 @@ def run_tcav(ctx) -> dict:
             for k, v in layers_out.items()
         },
     }
-
-
-def _verdict(row: dict, alpha: float) -> str:
-    if not row.get("testable", True):
-        return (
-            "not testable: the target does not depend on the residue states at this layer "
-            "(after the last layer a classification head reads only the BOS token)"
-        )
-    if row.get("p") is None:
-        return "not tested: fewer than 2 random CAVs (raise train.n_random)"
-    head = (
-        f"TCAV {row['score']:.2f} vs random {row['random_mean']:.2f} ± "
-        f"{row['random_sd']:.2f}; p = {row['p']:.3g}, q = {row['q']:.3g}"
-    )
-    return ("significant: " if row["significant"] else "not significant: ") + head
 
 
 def plot_tcav(path: Path, result: dict) -> None:

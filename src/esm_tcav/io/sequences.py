@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from esm_tcav.config import INPUT_FORMATS as _FORMATS
 from esm_tcav.errors import InputError
 
 __all__ = [
@@ -1043,7 +1044,6 @@ def read_pdna(
 # --------------------------------------------------------------------------------------------
 
 _FASTA_SUFFIXES = {".fasta", ".fa", ".faa", ".fas", ".fna", ".fsa"}
-_FORMATS = ("auto", "fasta", "jsonl", "tmbed", "uniprot")
 
 
 def _detect_format(path: Path) -> str:

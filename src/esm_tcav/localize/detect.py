@@ -41,13 +41,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.concept import Concept
 from esm_tcav.engine.embed import Embedder, make_embedder
 from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
@@ -58,17 +58,6 @@ from esm_tcav.localize.spans import ScoredSpan, evaluate_spans, scores_to_spans
 log = logging.getLogger("esm_tcav.localize.detect")
 
 CALIBRATION_PROTEINS = 30
-
-
-@dataclass
-class LayerConcept:
-    """What detection needs from one layer's stored concept: the CAV and its threshold."""
-
-    layer: int
-    cav: CAV
-    threshold: float
-    version: int
-    path: str
 
 
 # ---------------------------------------------------------------------- scoring engines
@@ -159,10 +148,10 @@ def resolve_layer(ctx) -> int:
     return layer
 
 
-def load_layer_concept(ctx, layer: int) -> LayerConcept:
-    """The stored concept CAV of `layer` for this model, checked, with its threshold."""
+def load_layer_concept(ctx, layer: int) -> Concept:
+    """The stored concept of `layer` for this model, checked, with the config's decision rule
+    (the threshold of `thresholds.method`, the span settings of `detect`)."""
     from esm_tcav.concepts.artifacts import load_concept
-    from esm_tcav.concepts.thresholds import get_threshold
 
     hidden = ctx.loaded.spec.hidden_size
     art = load_concept(
@@ -174,8 +163,8 @@ def load_layer_concept(ctx, layer: int) -> LayerConcept:
             f"{ctx.model_name} has {hidden}; it was trained on another model; retrain with "
             "`esm-tcav train`"
         )
-    method = ctx.cfg.thresholds.method
-    threshold = float(get_threshold(art.thresholds, method))
+    method, dc = ctx.cfg.thresholds.method, ctx.cfg.detect
+    concept = art.with_rule(method, dc.smoothing_window, dc.min_span_length, dc.merge_gap)
     stored = (art.thresholds.get("methods") or {}).get(method) or {}
     wanted = {
         "precision_at_recall": ctx.cfg.thresholds.precision_at_recall,
@@ -194,7 +183,7 @@ def load_layer_concept(ctx, layer: int) -> LayerConcept:
             stored["target"],
             wanted,
         )
-    return LayerConcept(layer, art.cav, threshold, int(art.version), str(art.path))
+    return concept
 
 
 def calibration_set(ctx, cap: int = CALIBRATION_PROTEINS) -> tuple[list[Protein], dict]:
@@ -461,7 +450,7 @@ def _detect_into(
     proteins: list[Protein],
     truth: dict,
     negatives: list[str],
-    concepts: dict[int, LayerConcept],
+    concepts: dict[int, Concept],
     layer: int,
     scored,
     smoothing: int,

@@ -41,6 +41,8 @@ from typing import IO
 import numpy as np
 
 from esm_tcav.concepts.library import Library, load_library
+from esm_tcav.config import SCAN_DEFAULTS as _D
+from esm_tcav.config import ScanSettings
 from esm_tcav.engine.batching import release_heap
 from esm_tcav.engine.packed import Projection, ScanEngine, describe_device
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
@@ -321,13 +323,13 @@ def run_scan(
     library: str | Path,
     out: str | Path,
     shard: str | tuple[int, int] | None = None,
-    device: str = "cpu",
-    toks_per_batch: int = 8192,
-    dtype: str = "auto",
-    model_path: str | Path | None = None,
-    registry_file: str | Path | None = None,
-    engine: str = "auto",
-    chunk_proteins: int = 512,
+    device: str = _D.device,
+    toks_per_batch: int = _D.toks_per_batch,
+    dtype: str = _D.dtype,
+    model_path: str | Path | None = _D.model_path,
+    registry_file: str | Path | None = _D.registry_file,
+    engine: str = _D.engine,
+    chunk_proteins: int = _D.chunk_proteins,
     concepts: Sequence[str] | None = None,
     loaded=None,
     progress: bool = True,
@@ -336,11 +338,19 @@ def run_scan(
 
     Returns the summary (also written to `summary.json`). A finished scan folder is not
     rescanned; an unfinished one is resumed; one holding a scan of other inputs is refused.
+    The settings (device ... chunk_proteins) are checked against `config.ScanSettings`.
     """
     fasta, out = Path(fasta), Path(out)
     shard = parse_shard(shard)
-    if chunk_proteins < 1:
-        raise ConfigError("chunk_proteins must be at least 1")
+    ScanSettings.of(
+        device=device,
+        toks_per_batch=toks_per_batch,
+        dtype=dtype,
+        model_path=model_path,
+        registry_file=registry_file,
+        engine=engine,
+        chunk_proteins=chunk_proteins,
+    )
     lib = load_library(library, concepts)
     if not lib.concepts:
         raise ConfigError(f"{library}: the library has no concepts")

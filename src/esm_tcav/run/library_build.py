@@ -5,129 +5,30 @@ The orchestration half of the library (the index itself lives in `concepts.libra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from esm_tcav.concepts.library import (
-    INDEX,
-    LibraryConcept,
-    _check_name,
-    add_to_library,
-    read_index,
-    write_table,
+from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.library import INDEX, add_to_library, read_index, write_table
+from esm_tcav.config import (
+    STEPS,
+    ConceptSpec,
+    Config,
+    HmmCheck,
+    check_concept_name,
+    config_from_dict,
+    load_library_config,
 )
-from esm_tcav.config import Config, config_from_dict
-from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+from esm_tcav.errors import ArtifactError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
 from esm_tcav.io.sequences import Protein, read_pdna, read_proteins, read_tmbed
 from esm_tcav.run.dataset import split_by_protein
 
 log = logging.getLogger("esm_tcav.library")
-
-
-# ---------------------------------------------------------------------- the library config
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class TmbedSource(_Strict):
-    """A concept read from TMbed per-residue labels: positives carry the label, negatives not."""
-
-    train: str
-    test: str
-    label: Literal["transmembrane_helix", "transmembrane_beta", "signal_peptide"]
-
-
-class PdnaSource(_Strict):
-    """DNA-binding residues: PDNA-543-style train pair, PDNA-41-style test pair, and proteins
-    known not to bind DNA as negatives (split between train and test)."""
-
-    train_sequences: str
-    train_labels: str
-    test_sequences: str
-    test_labels: str
-    negatives: str
-    negatives_test_fraction: float = Field(0.5, gt=0, lt=1)
-
-
-class HmmCheck(_Strict):
-    """An independent annotation of the held-out proteins by a profile HMM (pyhmmer)."""
-
-    seed_alignment: str
-    domain_evalue: float = Field(0.01, gt=0)
-
-
-class ConceptSpec(_Strict):
-    name: str
-    data: dict | None = None  # a run config's data section (concept = name)
-    tmbed: TmbedSource | None = None
-    pdna: PdnaSource | None = None
-    max_train: int = Field(120, ge=4)  # per class, for tmbed/pdna sources
-    max_test: int = Field(60, ge=4)
-    hmm_check: HmmCheck | None = None
-    provenance: dict = Field(default_factory=dict)
-    embed: dict = Field(default_factory=dict)
-    train: dict = Field(default_factory=dict)
-    evaluate: dict = Field(default_factory=dict)
-    thresholds: dict = Field(default_factory=dict)
-    detect: dict = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ConceptSpec:
-        _check_name(self.name)
-        given = [k for k in ("data", "tmbed", "pdna") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"concept {self.name!r}: give exactly one of data, tmbed or pdna "
-                f"(got {', '.join(given) or 'none'})"
-            )
-        return self
-
-
-class LibraryConfig(_Strict):
-    seed: int = 0
-    model: dict = Field(default_factory=dict)  # a run config's model section
-    defaults: dict = Field(default_factory=dict)  # run-config sections shared by all concepts
-    concepts: list[ConceptSpec]
-
-    @model_validator(mode="after")
-    def _unique(self) -> LibraryConfig:
-        names = [c.name for c in self.concepts]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"concept {sorted(dup)[0]!r} appears twice; names must be unique")
-        if not names:
-            raise ValueError("the library has no concepts")
-        return self
-
-
-def load_library_config(path: str | Path) -> LibraryConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: library config not found")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    try:
-        return LibraryConfig.model_validate(doc)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = (
-            "unknown key; check the spelling against configs/library.yaml"
-            if err["type"] == "extra_forbidden"
-            else err["msg"]
-        )
-        raise ConfigError(f"{path}: key '{key}': {msg}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -244,7 +145,7 @@ def _file_record(path: Path | None) -> dict | None:
 
 def train_concept(
     ctx, hmm: HmmCheck | None = None, base: Path | None = None
-) -> tuple[LibraryConcept, dict]:
+) -> tuple[Concept, dict]:
     """Train, evaluate and detect one concept in its run folder; returns it with its metrics.
 
     The layer is the one with the best held-out AUROC; residue F1 and IoU come from detecting
@@ -252,7 +153,6 @@ def train_concept(
     """
     from esm_tcav.concepts.artifacts import best_layer, load_concept
     from esm_tcav.concepts.evaluate import run_evaluate
-    from esm_tcav.concepts.thresholds import get_threshold
     from esm_tcav.concepts.train import run_train
     from esm_tcav.localize.detect import run_detect
 
@@ -271,8 +171,10 @@ def train_concept(
         ctx.loaded.fingerprint,
         ctx.loaded.spec.hidden_size,
     )
-    method = cfg.thresholds.method
-    threshold = float(get_threshold(art.thresholds, method))
+    dc = cfg.detect
+    rule = art.with_rule(
+        cfg.thresholds.method, dc.smoothing_window, dc.min_span_length, dc.merge_gap
+    ).rule()
     ev = evaluated["layers"][str(layer)]
     tr = trained["layers"][str(layer)]
     det = detected.get("metrics") or {}
@@ -315,19 +217,8 @@ def train_concept(
                 ctx, hmm, base or Path(cfg.base_dir), Path(detected["output"]) / "spans.tsv"
             )
         )
-    concept = LibraryConcept(
-        name=cfg.data.concept,
-        layer=layer,
-        direction=art.cav.direction,
-        bias=art.cav.bias,
-        threshold=threshold,
-        threshold_method=method,
-        smoothing_window=cfg.detect.smoothing_window,
-        min_span_length=cfg.detect.min_span_length,
-        merge_gap=cfg.detect.merge_gap,
-        metrics=metrics,
-    )
-    return concept, metrics
+    cav = dataclasses.replace(art.cav, concept=cfg.data.concept, meta={})
+    return Concept(cav, **rule, metrics=metrics), metrics
 
 
 def hmm_agreement(ctx, hmm: HmmCheck, base: Path, spans_tsv: Path) -> dict:
@@ -437,7 +328,7 @@ def recompute_q(root: Path) -> None:
     A library is many tests at once: a concept's q must account for all of them. Uses the
     empirical p of each layer recorded at training (`metrics.p_by_layer`).
     """
-    from esm_tcav.concepts.stats import bh_qvalues
+    from esm_tcav.concepts.stats import is_significant, qvalues
 
     doc = read_index(root)
     keys, ps = [], []
@@ -445,14 +336,13 @@ def recompute_q(root: Path) -> None:
         for layer, p in ((e.get("metrics") or {}).get("p_by_layer") or {}).items():
             keys.append((i, int(layer)))
             ps.append(p)
-    q = bh_qvalues(ps)
-    for (i, layer), qv in zip(keys, q, strict=True):
+    for (i, layer), q in zip(keys, qvalues(ps), strict=True):
         e = doc["concepts"][i]
         if layer == int(e["layer"]):
             m = e["metrics"]
-            m["q"] = float(qv) if np.isfinite(qv) else None
+            m["q"] = q
             m["q_tests"] = len(ps)
-            m["significant"] = bool(m["q"] is not None and m["q"] <= m.get("alpha", 0.05))
+            m["significant"] = is_significant(q, m.get("alpha", 0.05))
     atomic_write_json(root / INDEX, doc)
     write_table(root)
 
@@ -497,7 +387,7 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
             },
         )
         doc["detect"] = {**doc.get("detect", {}), "layer": "best"}
-        doc["steps"] = ["embed", "train", "evaluate", "detect"]
+        doc["steps"] = list(STEPS[: STEPS.index("detect") + 1])  # no tcav, no report
         cfg = config_from_dict(doc, f"{config_path}: concept {c.name}", base)
         ctx = _shared_context(cfg, loaded, work / "embeddings")
         loaded = ctx.loaded
@@ -553,7 +443,7 @@ def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
     library's model must be the config's model (checked before any training).
     """
     root = Path(library_dir).resolve()
-    name = _check_name(cfg.data.concept)
+    name = check_concept_name(cfg.data.concept)
     if (root / INDEX).is_file():
         have = read_index(root)["model"]
     else:

@@ -1,0 +1,78 @@
+"""One trained concept, whatever it was loaded from: a run's artifact folder or a library.
+
+`Concept` = the `CAV` (direction, bias, layer) + the decision rule that turns its per-residue
+scores into spans (threshold and its method, smoothing window, minimum span length, merge gap)
++ how good it is (`metrics`) + where it came from (`provenance`, `version`, `path`, `sha256`).
+A run's artifact also carries its random CAVs, every calibrated threshold and its train/test
+split; a library concept leaves those empty.
+
+The vector is always stored the same way: `CAV.save` (safetensors: `direction` [H] float32,
+`bias` [1] float64, metadata concept + layer), the `cav.safetensors` of an artifact folder and
+the `concepts/<name>_v<k>.safetensors` a library's index points at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.thresholds import get_threshold
+
+# the decision rule, in the order library.json lists it
+RULE_FIELDS = ("threshold", "threshold_method", "smoothing_window", "min_span_length", "merge_gap")
+
+
+@dataclass
+class Concept:
+    """A concept vector with its decision rule, metrics and provenance (see the module doc)."""
+
+    cav: CAV
+    threshold: float
+    threshold_method: str = "f1_max"
+    smoothing_window: int = 1
+    min_span_length: int = 1
+    merge_gap: int = 0
+    version: int = 1
+    # held-out evaluation: a run's report.json, or the library's metrics
+    metrics: dict = field(default_factory=dict)
+    # a run's verified manifest (model, fingerprint, seeds, file hashes), or the library's
+    # record of sources, license and split
+    provenance: dict = field(default_factory=dict)
+    path: Path | None = None  # the artifact folder, or the library's vector file
+    sha256: str = ""  # of the vector file
+    # a training run's artifact only
+    randoms: list[CAV] = field(default_factory=list)
+    thresholds: dict = field(default_factory=dict)  # every calibrated method (thresholds.json)
+    split: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.cav.concept
+
+    @property
+    def layer(self) -> int:
+        return self.cav.layer
+
+    def rule(self) -> dict:
+        """The decision rule as library.json records it."""
+        return {k: getattr(self, k) for k in RULE_FIELDS}
+
+    def with_rule(
+        self,
+        method: str,
+        smoothing_window: int | None = None,
+        min_span_length: int | None = None,
+        merge_gap: int | None = None,
+    ) -> Concept:
+        """A copy that calls spans with `method`'s calibrated threshold (ArtifactError when the
+        artifact has none) and the given span settings (None keeps the current one)."""
+        changes = {
+            "threshold": float(get_threshold(self.thresholds, method)),
+            "threshold_method": method,
+            "smoothing_window": smoothing_window,
+            "min_span_length": min_span_length,
+            "merge_gap": merge_gap,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
