@@ -18,11 +18,14 @@ import yaml
 from typer.testing import CliRunner
 
 from esm_tcav.cli import app
+from esm_tcav.concepts.artifacts import load_concept
+from esm_tcav.concepts.concept import Concept
 from esm_tcav.concepts.library import INDEX, load_library
-from esm_tcav.config import load_config
+from esm_tcav.config import load_config, load_library_config
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+from esm_tcav.io.files import load_tensors
 from esm_tcav.localize.scan import run_scan
-from esm_tcav.run.library_build import add_concept, build_library, load_library_config
+from esm_tcav.run.library_build import add_concept, build_library
 
 MOTIF = "CWHCWHCWHCWH"
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")
@@ -158,6 +161,14 @@ def test_build_writes_index_vectors_and_table(built):
     for e in doc["concepts"]:
         assert e["file"] == f"concepts/{e['name']}_v1.safetensors"
         assert _sha(lib / e["file"]) == e["sha256"]
+        # one CAV file format: the library's file holds what the run's cav.safetensors holds
+        run_cav = lib / "work" / e["name"] / "cavs" / "tiny_esm2"
+        ours, theirs = (
+            load_tensors(path)
+            for path in (lib / e["file"], run_cav / f"L{e['layer']}_concept_v1/cav.safetensors")
+        )
+        assert ours[1] == theirs[1] and set(ours[0]) == set(theirs[0]) == {"direction", "bias"}
+        assert all(np.array_equal(ours[0][k], theirs[0][k]) for k in ours[0])
         umask = os.umask(0)
         os.umask(umask)
         assert (lib / e["file"]).stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
@@ -226,6 +237,12 @@ def test_rebuild_writes_new_versions_and_keeps_old_files(built):
     assert len(after) == 2 * len(before)
     loaded = load_library(lib)
     assert [c.version for c in loaded.concepts] == [2, 2, 2]
+    # the same record a run's artifact loads into
+    motif = loaded.concept("motif")
+    assert isinstance(motif, Concept) and motif.path == lib / "concepts" / "motif_v2.safetensors"
+    run = load_concept(lib / "work" / "motif", "tiny_esm2", motif.layer)
+    assert np.array_equal(run.cav.direction, motif.cav.direction)
+    assert motif.threshold == run.threshold and motif.min_span_length == 4
 
 
 def test_tampered_or_missing_concept_file_is_refused(built, tmp_path):

@@ -23,7 +23,7 @@ from esm_tcav.concepts.library import add_to_library, load_library
 from esm_tcav.engine.batching import packed_batches, padded_batches, padding_fraction
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
-from esm_tcav.errors import ArtifactError, InputError, ModelMismatchError
+from esm_tcav.errors import ArtifactError, ConfigError, InputError, ModelMismatchError
 from esm_tcav.io.sequences import Protein
 from esm_tcav.localize import scan as scan_mod
 from esm_tcav.localize.scan import (
@@ -463,3 +463,21 @@ def test_scan_loads_the_library_model_from_its_path(
         progress=False,
     )
     assert summary["fingerprint"] == load_library(planted["lib"]).model["fingerprint"]
+
+
+def test_scan_settings_are_the_cli_defaults_and_are_checked(planted, tiny, tmp_path):
+    import inspect
+
+    from esm_tcav.cli import scan as scan_cli
+    from esm_tcav.config import ScanSettings
+
+    defaults = ScanSettings()
+    for where in (scan_cli, run_scan):
+        params = inspect.signature(where).parameters
+        for key in ("device", "toks_per_batch", "dtype", "model_path"):
+            assert params[key].default == getattr(defaults, key), (where, key)
+    with pytest.raises(ConfigError, match="key 'chunk_proteins'"):
+        run_scan(planted["fasta"], planted["lib"], tmp_path / "o", chunk_proteins=0, loaded=tiny)
+    with pytest.raises(ConfigError, match="key 'dtype'"):
+        run_scan(planted["fasta"], planted["lib"], tmp_path / "o", dtype="int8", loaded=tiny)
+    assert not (tmp_path / "o").exists()
