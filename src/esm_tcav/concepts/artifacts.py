@@ -11,8 +11,10 @@ Layout under a run's output folder (one version k per `train` run, shared by all
                                       manifest.json
     cavs/<model>/summary_v{k}.json    per layer: held-out AUROC, p, q, z, significant; best_layer
 
-Random CAV i of layer n, version k, is row i of `L{n}_randoms_v{k}/randoms.safetensors` (one
-file instead of N folders: N reaches hundreds). Why versions never overwrite: results a user
+`load_concept` reads one layer's folder into a `Concept` (the record a library holds too);
+`cav.safetensors` is the one CAV file format (`CAV.save`), also that of a library's vector
+files. Random CAV i of layer n, version k, is row i of `L{n}_randoms_v{k}/randoms.safetensors`
+(one file instead of N folders: N reaches hundreds). Why versions never overwrite: results a user
 has looked at (a report, a detection run) must stay reproducible from the files they came from.
 Why manifests with sha256: a CAV is a few kilobytes that silently decide every detection call;
 an edited or truncated file must be refused, not used. Everything is safetensors + JSON, no

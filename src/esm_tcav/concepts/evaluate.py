@@ -18,7 +18,13 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from esm_tcav.concepts.artifacts import load_concept, load_summary
-from esm_tcav.concepts.stats import RankedScores, add_qvalues, bootstrap_ci, layer_statistics
+from esm_tcav.concepts.stats import (
+    RankedScores,
+    add_qvalues,
+    bootstrap_ci,
+    layer_statistics,
+    summary_fields,
+)
 from esm_tcav.concepts.train import Examples, all_residue_examples, inputs_record, plan_examples
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_json, content_hash
@@ -216,15 +222,7 @@ def run_evaluate(ctx) -> dict:
             "auroc_ci": h["auroc_ci"],
             "auprc": h["auprc"],
             "auprc_ci": h["auprc_ci"],
-            "random_mean": st["random_mean"],
-            "random_sd": st["random_sd"],
-            "p": st["p"],
-            "min_p": st["min_p"],
-            "q": st["q"],
-            "z": st["z"],
-            "welch_p": st["welch_p"],
-            "significant": st["significant"],
-            "verdict": st["verdict"],
+            **summary_fields(st),
             "threshold": {
                 "method": method,
                 **{

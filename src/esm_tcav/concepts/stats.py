@@ -141,6 +141,26 @@ def layer_statistics(
     }
 
 
+# what a layer's line in a summary carries from `layer_statistics` + `add_qvalues`
+SUMMARY_FIELDS = (
+    "random_mean",
+    "random_sd",
+    "p",
+    "min_p",
+    "q",
+    "z",
+    "welch_t",
+    "welch_p",
+    "significant",
+    "verdict",
+)
+
+
+def summary_fields(stats: dict) -> dict:
+    """A layer's statistics as the train and evaluate summaries list them."""
+    return {k: stats[k] for k in SUMMARY_FIELDS}
+
+
 def is_significant(q: float | None, alpha: float) -> bool:
     """q <= alpha, tolerant of the rounding in p * m / rank (0.05000000000000001 is 0.05)."""
     return q is not None and q <= alpha * (1 + 1e-9)

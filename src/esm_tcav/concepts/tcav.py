@@ -18,7 +18,8 @@ directional derivative ∇h f(h) · v at the tapped layer is positive. Here:
   t = (c − mean_r) / (sd_r · √(1 + 1/N)), N − 1 degrees of freedom (the concept score is one
   draw, not a mean; `scipy.stats.ttest_1samp` would understate p by about √(N+1)). The
   empirical two-sided p, (1 + #{|r − mean_r| ≥ |c − mean_r|}) / (N + 1), is given beside it.
-  BH q-values are taken over the layers' t-test p.
+  BH q-values are taken over the layers' t-test p. (Those statistics live in `concepts.stats`:
+  `compare_to_randoms`, `add_qvalues`, `tcav_verdict`.)
 
 Inputs: the held-out positives of the dataset (at most `tcav.max_proteins`, a seeded draw),
 truncated to the model's context when longer. Output: `<output_dir>/tcav/<model>/`

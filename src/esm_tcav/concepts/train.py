@@ -38,7 +38,7 @@ from esm_tcav.concepts.artifacts import (
     verify_manifest,
 )
 from esm_tcav.concepts.cav import CAV, make_classifier
-from esm_tcav.concepts.stats import add_qvalues, layer_statistics
+from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_fields
 from esm_tcav.concepts.thresholds import build_thresholds
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
@@ -745,16 +745,7 @@ def run_train(ctx, force: bool = False) -> dict:
             "auprc": rep["heldout"]["auprc"],
             "residue_auroc": rep["heldout"]["residue_auroc"],
             "cv_auroc_mean": rep["cv"]["auroc_mean"],
-            "random_mean": st["random_mean"],
-            "random_sd": st["random_sd"],
-            "p": st["p"],
-            "min_p": st["min_p"],
-            "q": st["q"],
-            "z": st["z"],
-            "welch_t": st["welch_t"],
-            "welch_p": st["welch_p"],
-            "significant": st["significant"],
-            "verdict": st["verdict"],
+            **summary_fields(st),
             "thresholds": {m: v["value"] for m, v in res.thresholds["methods"].items()},
             "path": str(concept_dir(ctx.out, ctx.model_name, layer, version)),
         }
