@@ -108,7 +108,6 @@ def _spans(out: Path) -> list[list[str]]:
 def test_sharded_scan_on_the_cluster_equals_a_local_scan(
     slurm_cluster, tmp_path, tiny_hf_folder, tiny_registry
 ):
-    from esm_tcav.concepts.cav import CAV
     from esm_tcav.concepts.concept import Concept
     from esm_tcav.concepts.library import add_to_library
     from esm_tcav.localize.scan import run_scan
@@ -129,7 +128,7 @@ def test_sharded_scan_on_the_cluster_equals_a_local_scan(
             "registry_file": str(tiny_registry),
         },
         Concept(
-            CAV(cav.concept, 2, cav.direction, cav.bias),
+            cav,
             threshold=0.0,
             smoothing_window=1,
             min_span_length=4,
