@@ -8,7 +8,7 @@ from esm_tcav.cli import app
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ArtifactError
-from esm_tcav.io.sequences import Protein, Span
+from esm_tcav.io.proteins import Protein, Span
 from esm_tcav.models.esm2 import load_model
 
 PROTS = [

@@ -15,7 +15,8 @@ from esm_tcav.concepts.cav import CAV, ConceptClassifier, LogisticCAVClassifier 
 from esm_tcav.config import Config, load_config  # noqa: E402
 from esm_tcav.engine.embed import Embedder  # noqa: E402
 from esm_tcav.errors import EsmTcavError  # noqa: E402
-from esm_tcav.io.sequences import Protein, Span, read_proteins  # noqa: E402
+from esm_tcav.io.proteins import Protein, Span  # noqa: E402
+from esm_tcav.io.readers import read_proteins  # noqa: E402
 from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
 
 __all__ = [

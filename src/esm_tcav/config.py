@@ -203,8 +203,6 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     return config_from_dict(doc, str(path), path.parent.resolve())
 
 
-def save_snapshot(cfg: Config, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.snapshot(), sort_keys=False))
-    tmp.replace(path)
+def snapshot_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (the run writes it to config.snapshot.yaml, atomically)."""
+    return yaml.safe_dump(cfg.snapshot(), sort_keys=False)
