@@ -24,10 +24,10 @@ from esm_tcav.io.writers import (
     GFF3_HEADER,
     SPANS_TSV_HEADER,
     gff3_lines,
+    span_tsv_lines,
     tsv_line,
     write_fasta,
     write_jsonl,
-    write_spans_tsv,
     write_table,
 )
 from esm_tcav.localize.scan import protein_lines
@@ -70,7 +70,7 @@ def test_tsv_escapes_tabs_and_newlines_and_formats_numbers():
 
 
 def test_detect_and_scan_write_the_same_span_line(tmp_path):
-    """detect writes spans.tsv with write_spans_tsv; scan builds its lines per protein."""
+    """detect writes whole files from the writers' line generators; scan builds them per protein."""
     concept = SimpleNamespace(
         name="motif",
         layer=4,
@@ -86,7 +86,8 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
         prot = Protein(pid, "MKVLAGWY")
         gff, tsv, prow, counts = protein_lines(prot, scores, lib)
         spans = [ScoredSpan(3, 5, 1.0), ScoredSpan(7, 7, 0.9)]
-        write_spans_tsv(tmp_path / "d.tsv", [(pid, s) for s in spans], "motif", 4, 0.5, "f1_max")
+        rows = [(pid, s) for s in spans]
+        atomic_write_lines(tmp_path / "d.tsv", span_tsv_lines(rows, "motif", 4, 0.5, "f1_max"))
         detect_text = (tmp_path / "d.tsv").read_text()
         assert detect_text == SPANS_TSV_HEADER + tsv
         assert len(tsv.splitlines()) == 2 and all(
@@ -101,7 +102,7 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
 
 def test_spans_tsv_for_normal_ids_keeps_its_bytes(tmp_path):
     rows = [("P1", ScoredSpan(3, 9, 1.23456)), ("Q9", ScoredSpan(1, 1, -0.5))]
-    write_spans_tsv(tmp_path / "s.tsv", rows, "C2H2", 4, 0.123456789, "f1_max")
+    atomic_write_lines(tmp_path / "s.tsv", span_tsv_lines(rows, "C2H2", 4, 0.123456789, "f1_max"))
     assert (tmp_path / "s.tsv").read_text() == (
         "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\n"
         "P1\t3\t9\t7\t1.2346\tC2H2\t4\t0.123457\tf1_max\n"

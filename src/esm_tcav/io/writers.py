@@ -3,7 +3,8 @@
 One writer per format, so `detect` and `scan` (and the library build) write the same bytes for
 the same spans, and one escaping rule per format: GFF3 percent-encodes (its spec), TSV cells turn
 tabs and newlines into spaces (a hostile ID must not add a column or a row). Coordinates are
-1-based inclusive everywhere. Every file goes through `io.files` (atomic, fsynced).
+1-based inclusive everywhere. Line generators stream into `io.files.atomic_write_lines` (atomic,
+fsynced); a scan appends them chunk by chunk instead.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ __all__ = [
     "SPAN_COLUMNS",
     "SPANS_TSV_HEADER",
     "gff_escape",
-    "gff3_records",
     "gff3_lines",
     "tsv_field",
     "tsv_line",
     "span_tsv_lines",
-    "write_gff3",
-    "write_spans_tsv",
     "write_table",
     "write_fasta",
     "write_jsonl",
@@ -54,15 +52,21 @@ def gff_escape(text: str, attribute: bool = False) -> str:
     return quote(str(text), safe=safe)
 
 
-def gff3_records(
+def gff3_lines(
     rows: SpanRows,
     concept: str,
     layer: int,
     threshold: float,
     method: str,
     mode: str,
+    header: bool = True,
 ) -> Iterator[str]:
-    """GFF3 feature lines (no header) for (protein id, span) rows; IDs count per protein."""
+    """GFF3 lines for (protein id, span) rows, the version line first unless ``header=False``.
+
+    Feature IDs count per protein: ``<protein>_<concept>_<n>``.
+    """
+    if header:
+        yield GFF3_HEADER
     ftype = gff_escape(concept)
     counter: dict[str, int] = {}
     for pid, span in rows:
@@ -93,26 +97,6 @@ def gff3_records(
             )
             + "\n"
         )
-
-
-def gff3_lines(
-    rows: SpanRows, concept: str, layer: int, threshold: float, method: str, mode: str
-) -> Iterator[str]:
-    """A whole GFF3 file: the version line, then ``gff3_records``."""
-    yield GFF3_HEADER
-    yield from gff3_records(rows, concept, layer, threshold, method, mode)
-
-
-def write_gff3(
-    path: Path,
-    rows: SpanRows,
-    concept: str,
-    layer: int,
-    threshold: float,
-    method: str,
-    mode: str,
-) -> None:
-    atomic_write_lines(path, gff3_lines(rows, concept, layer, threshold, method, mode))
 
 
 # ---------------------------------------------------------------------- TSV
@@ -148,21 +132,20 @@ SPANS_TSV_HEADER = tsv_line(SPAN_COLUMNS)
 
 
 def span_tsv_lines(
-    rows: SpanRows, concept: str, layer: int, threshold: float, method: str
+    rows: SpanRows,
+    concept: str,
+    layer: int,
+    threshold: float,
+    method: str,
+    header: bool = True,
 ) -> Iterator[str]:
-    """Rows (no header) of the spans table, the columns of ``SPAN_COLUMNS``."""
+    """The spans table (columns ``SPAN_COLUMNS``), the header line first unless ``header=False``."""
+    if header:
+        yield SPANS_TSV_HEADER
     for pid, s in rows:
         yield tsv_line(
             [pid, s.start, s.end, s.length, s.score, concept, layer, f"{threshold:.6g}", method]
         )
-
-
-def write_spans_tsv(
-    path: Path, rows: SpanRows, concept: str, layer: int, threshold: float, method: str
-) -> None:
-    atomic_write_lines(
-        path, chain([SPANS_TSV_HEADER], span_tsv_lines(rows, concept, layer, threshold, method))
-    )
 
 
 def write_table(path: Path, columns: Sequence[str], rows: Iterable[Iterable[object]]) -> None:

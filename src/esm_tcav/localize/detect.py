@@ -50,10 +50,10 @@ from esm_tcav.concepts.cav import CAV
 from esm_tcav.engine.embed import Embedder, make_embedder
 from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
-from esm_tcav.io.files import atomic_write_text, replace_dir
+from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_proteins
-from esm_tcav.io.writers import write_gff3, write_spans_tsv, write_table
+from esm_tcav.io.writers import gff3_lines, span_tsv_lines, write_table
 from esm_tcav.localize.spans import ScoredSpan, evaluate_spans, scores_to_spans
 
 log = logging.getLogger("esm_tcav.localize.detect")
@@ -462,8 +462,11 @@ def _detect_into(
     spans = predicted[layer]
     rows = [(p.id, s) for p in proteins for s in spans[p.id]]
     method = cfg.thresholds.method
-    write_gff3(tmp / "spans.gff3", rows, concept, layer, chosen.threshold, method, mode)
-    write_spans_tsv(tmp / "spans.tsv", rows, concept, layer, chosen.threshold, method)
+    threshold = chosen.threshold
+    atomic_write_lines(
+        tmp / "spans.gff3", gff3_lines(rows, concept, layer, threshold, method, mode)
+    )
+    atomic_write_lines(tmp / "spans.tsv", span_tsv_lines(rows, concept, layer, threshold, method))
     per_protein = metrics["per_protein"] if metrics else {}
     role = {**{pid: "negative" for pid in negatives}, **{pid: "positive" for pid in truth}}
     write_table(

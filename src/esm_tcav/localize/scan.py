@@ -49,7 +49,7 @@ from esm_tcav.io.readers import iter_fasta, validate_fasta
 from esm_tcav.io.writers import (
     GFF3_HEADER,
     SPANS_TSV_HEADER,
-    gff3_records,
+    gff3_lines,
     span_tsv_lines,
     tsv_line,
 )
@@ -109,8 +109,9 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         s = smooth(scores[:, k], c.smoothing_window)
         spans = scores_to_spans(s, c.threshold, c.min_span_length, c.merge_gap)
         rows = [(prot.id, sp) for sp in spans]
-        gff.extend(gff3_records(rows, c.name, c.layer, c.threshold, c.threshold_method, "one-pass"))
-        tsv.extend(span_tsv_lines(rows, c.name, c.layer, c.threshold, c.threshold_method))
+        args = (rows, c.name, c.layer, c.threshold, c.threshold_method)
+        gff.extend(gff3_lines(*args, "one-pass", header=False))
+        tsv.extend(span_tsv_lines(*args, header=False))
         cells += [len(spans), float(s.max())]
         counts.append((len(spans), sum(sp.length for sp in spans)))
     return "".join(gff), "".join(tsv), tsv_line(cells), counts
