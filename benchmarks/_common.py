@@ -11,7 +11,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from esm_tcav.io.sequences import Protein, read_proteins  # noqa: E402
+from esm_tcav.io.proteins import Protein  # noqa: E402
+from esm_tcav.io.readers import read_proteins  # noqa: E402
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 

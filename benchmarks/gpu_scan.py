@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from esm_tcav.concepts.cav import CAV  # noqa: E402
 from esm_tcav.engine.embed import Embedder  # noqa: E402
 from esm_tcav.engine.packed import Projection, ScanEngine, describe_device  # noqa: E402
-from esm_tcav.io.sequences import Protein  # noqa: E402
+from esm_tcav.io.proteins import Protein  # noqa: E402
 from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
 from esm_tcav.models.registry import get_spec  # noqa: E402
 from esm_tcav.models.tokens import Alphabet  # noqa: E402

@@ -40,7 +40,8 @@ from esm_tcav.concepts.library import add_to_library
 from esm_tcav.engine.batching import packed_batches, padded_batches
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
-from esm_tcav.io.sequences import Protein, read_proteins, read_tmbed
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import read_proteins, read_tmbed
 from esm_tcav.localize.scan import run_scan
 from esm_tcav.models.esm2 import load_model
 

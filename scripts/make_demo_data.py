@@ -22,6 +22,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from esm_tcav.io.readers import fasta_records
+
 SEED = 20240611
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,21 +55,13 @@ UNIPROT_CREDIT = (
 
 
 # ------------------------------------------------------------------------------------------
-# small readers for the raw source formats (kept independent of the package on purpose)
+# small readers for the raw source formats (FASTA through the package's one reader)
 # ------------------------------------------------------------------------------------------
 
 
 def read_simple_fasta(path: Path) -> dict[str, str]:
-    records: dict[str, str] = {}
-    current = None
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            current = line[1:].split()[0]
-            assert current not in records, f"duplicate {current} in {path}"
-            records[current] = ""
-        elif line.strip():
-            records[current] += line.strip()
-    return records
+    """Raw sequences keyed by ID, in file order (the package's FASTA reader, no clean-up)."""
+    return {pid: raw for pid, _, raw in fasta_records(path)}
 
 
 def read_label_fasta(path: Path) -> dict[str, str]:
@@ -397,7 +391,7 @@ sample, one third to test; records kept in source order.
 {rows}
 
 Lengths: train {t["train"]}; test {t["test"]}.
-Read with `esm_tcav.io.sequences.read_tmbed` (spans `transmembrane_helix`, `transmembrane_beta`,
+Read with `esm_tcav.io.readers.read_tmbed` (spans `transmembrane_helix`, `transmembrane_beta`,
 `signal_peptide`).
 
 ## `pdna_train_*.fasta`, `pdna_test_*.fasta` — DNA-binding residues
@@ -406,7 +400,7 @@ From {ESM_DBP}: `PDNA-543_sequence.fasta` / `PDNA-543_label.fasta` ->
 {MAX_PDNA_LENGTH}, seeded sample, source order; lengths {s["pdna"]["train"]}; binding residues
 per chain {s["pdna"]["train_sites"]}); `PDNA-41_*` copied whole -> `pdna_test_*` (lengths
 {s["pdna"]["test"]}). The label file lists 1-based binding-residue indices per chain. License:
-`LICENSE.esm-dbp.MIT`. Read with `esm_tcav.io.sequences.read_pdna` (spans `dna_binding`).
+`LICENSE.esm-dbp.MIT`. Read with `esm_tcav.io.readers.read_pdna` (spans `dna_binding`).
 
 ## `zf_c2h2_pfam_seed.sto` — Pfam zf-C2H2 (PF00096) seed alignment
 From {KZFP}, `PFAM/zf-C2H2/zf-C2H2_seed.sto`, copied unchanged. Stockholm, 159 sequences,
@@ -420,7 +414,7 @@ whose first accession repeats an earlier one (the same protein twice, e.g. from 
 and `.txl` files: {", ".join(u["dropped"])}) are dropped so that accessions are unique; the
 first copy is kept.
 License: `LICENSE.uniprot-core.Apache-2.0`. Feature tables with DOMAIN, TRANSMEM, SIGNAL,
-ZN_FING, ...; read with `esm_tcav.io.sequences.read_uniprot_dat`.
+ZN_FING, ...; read with `esm_tcav.io.readers.read_uniprot_dat`.
 """
 
 

@@ -13,15 +13,13 @@ from esm_tcav.concepts.cav import CAV
 from esm_tcav.config import load_config
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.errors import ArtifactError, InputError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
 from esm_tcav.localize.detect import (
-    gff3_lines,
     iter_one_pass_scores,
     iter_sliding_window_scores,
     run_detect,
     window_starts,
 )
-from esm_tcav.localize.spans import ScoredSpan
 from esm_tcav.models.esm2 import load_model
 from esm_tcav.run.context import RunContext
 
@@ -127,18 +125,6 @@ def test_window_starts_cover_every_residue():
     assert window_starts(20, 20, 5) == [0]
     assert window_starts(32, 20, 5) == [0, 5, 10, 12]
     assert window_starts(30, 20, 5) == [0, 5, 10]
-
-
-def test_gff3_lines_are_one_based_with_attributes():
-    rows = [("sp|P1 x", ScoredSpan(3, 9, 1.23456)), ("P2", ScoredSpan(1, 5, -0.5))]
-    lines = list(gff3_lines(rows, "C2H2 finger", 4, 0.25, "f1_max", "one-pass"))
-    assert lines[0] == "##gff-version 3\n"
-    cols = lines[1].rstrip("\n").split("\t")
-    assert cols[:8] == ["sp|P1%20x", "esm-tcav", "C2H2%20finger", "3", "9", "1.2346", ".", "."]
-    attrs = dict(kv.split("=") for kv in cols[8].split(";"))
-    assert attrs["layer"] == "4" and attrs["threshold"] == "0.25" and attrs["method"] == "f1_max"
-    assert attrs["ID"] == "sp|P1 x_C2H2 finger_1"
-    assert lines[2].split("\t")[3:5] == ["1", "5"]
 
 
 def test_sliding_window_scores_are_window_means(tiny_hf_folder, tiny_registry):

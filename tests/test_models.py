@@ -8,7 +8,7 @@ from transformers import EsmModel
 from esm_tcav.engine.batching import stitch, tile_starts
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.errors import ConfigError, ModelMismatchError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import load_model
 from esm_tcav.models.registry import get_spec
 from esm_tcav.models.tokens import Alphabet

@@ -24,14 +24,14 @@ from esm_tcav.engine.batching import packed_batches, padded_batches, padding_fra
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
 from esm_tcav.errors import ArtifactError, ConfigError, InputError, ModelMismatchError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import iter_fasta, validate_fasta
 from esm_tcav.localize import scan as scan_mod
 from esm_tcav.localize.scan import (
     load_scan_model,
     merge_shards,
     run_scan,
     slurm_commands,
-    validate_fasta,
 )
 from esm_tcav.models.esm2 import load_model
 
@@ -431,7 +431,7 @@ def test_bad_fasta_fails_before_anything_is_written(tiny, planted, tmp_path):
     clean = tmp_path / "clean.fasta"
     clean.write_text(">sp|P1|X_HUMAN desc\nmkv*\n>b\nAC DE\n")
     assert validate_fasta(clean) == (2, 7)
-    assert [p.id for p in scan_mod.iter_fasta(clean)] == ["P1", "b"]
+    assert [p.id for p in iter_fasta(clean)] == ["P1", "b"]
 
 
 def test_tampered_or_foreign_library_is_refused(

@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 from esm_tcav.errors import InputError
-from esm_tcav.io.sequences import (
+from esm_tcav.io.proteins import (
     Protein,
     Span,
-    attach_spans,
     normalize_sequence,
+    sequence_hash,
+    spans_from_positions,
+)
+from esm_tcav.io.readers import (
+    attach_spans,
     read_fasta,
     read_jsonl,
     read_pdna,
@@ -26,8 +30,6 @@ from esm_tcav.io.sequences import (
     read_span_file,
     read_tmbed,
     read_uniprot_dat,
-    sequence_hash,
-    spans_from_positions,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +147,7 @@ def test_read_fasta_multiline_uniprot_header_and_notes(tmp_path, caplog):
         ">sp|P12345|TEST_HUMAN Test protein OS=Homo sapiens\nMKV\nlaG*\n\n"
         ">plain description here\nMK-V\n>tr|A0A000|X_Y\nMUX\n",
     )
-    with caplog.at_level(logging.INFO, logger="esm_tcav.io.sequences"):
+    with caplog.at_level(logging.INFO, logger="esm_tcav.io.readers"):
         proteins = read_fasta(path)
     assert [p.id for p in proteins] == ["P12345", "plain", "A0A000"]
     assert [p.sequence for p in proteins] == ["MKVLAG", "MKV", "MUX"]
@@ -424,7 +426,7 @@ SQ   SEQUENCE   12 AA;  1200 MW;  0000000000000000 CRC64;
 
 def test_read_uniprot_dat_features(tmp_path, caplog):
     path = write(tmp_path, "u.dat", UNIPROT)
-    with caplog.at_level(logging.INFO, logger="esm_tcav.io.sequences"):
+    with caplog.at_level(logging.INFO, logger="esm_tcav.io.readers"):
         first, old = read_uniprot_dat(path)
     assert first.id == "P11111" and first.length == 30
     assert first.spans == (Span(1, 5, "SIGNAL"), Span(8, 20, "ZN_FING"), Span(12, 12, "BINDING"))

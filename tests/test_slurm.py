@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from esm_tcav.cli import app
 from esm_tcav.config import load_config
-from esm_tcav.io.sequences import read_proteins
+from esm_tcav.io.readers import read_proteins
 from esm_tcav.run.slurm import run_slurm, write_scripts
 
 ROOT = Path(__file__).resolve().parents[1]

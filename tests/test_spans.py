@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from esm_tcav.io.sequences import Span
+from esm_tcav.io.proteins import Span
 from esm_tcav.localize.spans import (
     ScoredSpan,
     best_iou_per_domain,

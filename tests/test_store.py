@@ -8,7 +8,7 @@ from esm_tcav.cli import app
 from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ArtifactError
-from esm_tcav.io.sequences import Protein, Span
+from esm_tcav.io.proteins import Protein, Span
 from esm_tcav.models.esm2 import load_model
 
 PROTS = [
@@ -46,7 +46,7 @@ def test_killed_write_leaves_no_shard(tiny, tmp_path, monkeypatch):
     import esm_tcav.engine.store as store_mod
 
     calls = {"n": 0}
-    real = store_mod._save
+    real = store_mod.save_npy
 
     def dying_save(path, arr):
         calls["n"] += 1
@@ -54,7 +54,7 @@ def test_killed_write_leaves_no_shard(tiny, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real(path, arr)
 
-    monkeypatch.setattr(store_mod, "_save", dying_save)
+    monkeypatch.setattr(store_mod, "save_npy", dying_save)
     with pytest.raises(KeyboardInterrupt):
         store.write_shard(items)
     assert list((tmp_path / tiny.fingerprint).iterdir()) == []

@@ -27,7 +27,7 @@ from esm_tcav.concepts.train import (
 )
 from esm_tcav.config import config_from_dict, load_config
 from esm_tcav.errors import ConfigError
-from esm_tcav.io.sequences import Protein, Span
+from esm_tcav.io.proteins import Protein, Span
 from esm_tcav.run.context import RunContext
 
 H = 24

@@ -19,7 +19,8 @@ from esm_tcav.concepts.concept import Concept
 from esm_tcav.config import Config, load_config  # noqa: E402
 from esm_tcav.engine.embed import Embedder  # noqa: E402
 from esm_tcav.errors import EsmTcavError  # noqa: E402
-from esm_tcav.io.sequences import Protein, Span, read_proteins  # noqa: E402
+from esm_tcav.io.proteins import Protein, Span  # noqa: E402
+from esm_tcav.io.readers import read_proteins  # noqa: E402
 from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
 
 ConceptArtifact = Concept  # the former name of the record `load_concept` returns

@@ -350,8 +350,6 @@ def load_library_config(path: str | Path) -> LibraryConfig:
     return _validate(LibraryConfig, _read_yaml(path, "library config"), str(path))
 
 
-def save_snapshot(cfg: Config, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.snapshot(), sort_keys=False))
-    tmp.replace(path)
+def snapshot_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (the run writes it to config.snapshot.yaml, atomically)."""
+    return yaml.safe_dump(cfg.snapshot(), sort_keys=False)

@@ -40,6 +40,7 @@ import torch
 
 from esm_tcav.concepts.stats import add_qvalues, compare_to_randoms, tcav_verdict
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
+from esm_tcav.io.files import atomic_write_text, replace_dir, save_figure
 
 log = logging.getLogger("esm_tcav.concepts.tcav")
 
@@ -284,9 +285,7 @@ def run_tcav(ctx) -> dict:
         result["files"] = ["tcav_scores.json", "tcav_scores.png"]
         result["output"] = str(final)
         plot_tcav(tmp / "tcav_scores.png", result)
-        (tmp / "tcav_scores.json").write_text(json.dumps(result, indent=1))
-        from esm_tcav.io.files import replace_dir
-
+        atomic_write_text(tmp / "tcav_scores.json", json.dumps(result, indent=1))
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -352,5 +351,5 @@ def plot_tcav(path: Path, result: dict) -> None:
     )
     ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -42,7 +42,7 @@ from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_field
 from esm_tcav.concepts.thresholds import build_thresholds
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
 
 log = logging.getLogger("esm_tcav.concepts.train")
 

@@ -13,7 +13,7 @@ import torch
 
 from esm_tcav.engine.batching import release_heap, stitch, tile_starts
 from esm_tcav.errors import ConfigError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import LoadedModel
 from esm_tcav.models.tokens import Alphabet, IndexingGuard
 

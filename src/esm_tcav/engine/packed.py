@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from esm_tcav.engine.batching import packed_batches, padded_batches, stitch, tile_starts
 from esm_tcav.errors import ConfigError, InputError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import LoadedModel
 from esm_tcav.models.tokens import IndexingGuard
 

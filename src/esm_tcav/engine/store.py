@@ -10,7 +10,6 @@ array tasks write shards into the same folder, which is all a merge needs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -21,7 +20,8 @@ import numpy as np
 
 from esm_tcav.engine.pooling import mean_pool, span_pool
 from esm_tcav.errors import ArtifactError
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.files import atomic_write_text, replace_dir, save_npy
+from esm_tcav.io.proteins import Protein
 
 FORMAT = "esm-tcav-store/1"
 
@@ -184,15 +184,15 @@ class EmbeddingStore:
                 off += len(prot.sequence)
                 spans.extend([row, s.start, s.end, s.name] for s in prot.spans)
             for layer in layers:
-                _save(tmp / f"L{layer}.mean.npy", np.stack([p[layer][0] for _, p, _ in items]))
+                save_npy(tmp / f"L{layer}.mean.npy", np.stack([p[layer][0] for _, p, _ in items]))
                 span_vecs = [v for _, p, _ in items for v in p[layer][1]]
                 hidden = items[0][1][layer][0].shape[0]
-                _save(
+                save_npy(
                     tmp / f"L{layer}.spans.npy",
                     np.stack(span_vecs) if span_vecs else np.zeros((0, hidden), np.float32),
                 )
                 if per_residue:
-                    _save(
+                    save_npy(
                         tmp / f"L{layer}.residues.npy",
                         np.concatenate([r[layer] for _, _, r in items]),
                     )
@@ -207,18 +207,11 @@ class EmbeddingStore:
                 "lengths": lengths,
                 "spans": spans,
             }
-            (tmp / "index.json").write_text(json.dumps(index))
+            atomic_write_text(tmp / "index.json", json.dumps(index))
             final = self.root / name
-            os.rename(tmp, final)
+            replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._add(final, index)
         return final
-
-
-def _save(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -1,8 +1,9 @@
 """Every file this package writes goes through here: atomic, fsynced, group-readable.
 
 Why one module: a killed run must never leave a half-written file behind a valid name, and a
-result folder must appear whole or not at all. Text, JSON, safetensors and figures all take the
-same path: write to a unique temporary sibling, fsync, rename.
+result folder must appear whole or not at all. Text, JSON, numpy arrays, safetensors and figures
+all take the same path: write to a unique temporary sibling, fsync, rename. (Appends that stream
+by design, such as the scan's output files and logs, say so where they open their file.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Text given piece by piece (a big table is never held whole), written atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.writelines(lines)
+
+    atomic_write_with(path, write)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """A .npy file, atomically (through a handle: numpy.save would add '.npy' to the temp name)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    atomic_write_with(path, write)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

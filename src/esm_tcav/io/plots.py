@@ -1,18 +1,18 @@
 """Figures of the evaluation: ROC/PR curves, AUROC by layer, concept vs random CAVs.
 
 Matplotlib's object API with the Agg canvas (no pyplot state, no display needed), and every PNG
-written to a temporary name then renamed, so a reader never sees half a figure.
+written through `io.files.save_figure` (atomic), so a reader never sees half a figure.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from esm_tcav.io.files import save_figure
 
 
 def new_figure(width: float, height: float, ncols: int = 1):
@@ -22,19 +22,10 @@ def new_figure(width: float, height: float, ncols: int = 1):
     return fig, axes
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write a PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
-        fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    save_figure(fig, path)
+    return Path(path)
 
 
 def plot_roc_pr(curves: dict[int, dict], path: Path, title: str = "") -> Path:
@@ -69,7 +60,7 @@ def plot_roc_pr(curves: dict[int, dict], path: Path, title: str = "") -> Path:
     ax_pr.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return _save(fig, path)
 
 
 def plot_auroc_by_layer(
@@ -128,7 +119,7 @@ def plot_auroc_by_layer(
         color="grey",
     )
     ax.legend(loc="lower right", fontsize=8)
-    return save_figure(fig, path)
+    return _save(fig, path)
 
 
 def plot_random_comparison(
@@ -162,4 +153,4 @@ def plot_random_comparison(
     )
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="upper center", fontsize=8)
-    return save_figure(fig, path)
+    return _save(fig, path)

@@ -42,7 +42,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
@@ -51,13 +50,25 @@ from esm_tcav.concepts.concept import Concept
 from esm_tcav.engine.embed import Embedder, make_embedder
 from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
-from esm_tcav.io.files import replace_dir
-from esm_tcav.io.sequences import Protein, read_proteins
+from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import read_proteins
+from esm_tcav.io.writers import gff3_lines, span_tsv_lines, write_table
 from esm_tcav.localize.spans import ScoredSpan, evaluate_spans, scores_to_spans
 
 log = logging.getLogger("esm_tcav.localize.detect")
 
 CALIBRATION_PROTEINS = 30
+PROTEIN_COLUMNS = (
+    "protein_id",
+    "length",
+    "role",
+    "predicted_spans",
+    "annotated_spans",
+    "mean_iou",
+    "residue_f1",
+    "max_score",
+)
 
 
 # ---------------------------------------------------------------------- scoring engines
@@ -249,14 +260,7 @@ def _gather(ctx, input_path: Path | None) -> tuple[list[Protein], dict, list[str
             f"{input_path}: input file not found; give a FASTA, JSONL, TMbed or "
             "UniProt file with --input"
         )
-    proteins = read_proteins(input_path)
-    seen: set[str] = set()
-    for p in proteins:
-        if p.id in seen:
-            raise InputError(
-                f"{input_path}: record {p.id!r} appears twice; give every protein a unique ID"
-            )
-        seen.add(p.id)
+    proteins = read_proteins(input_path)  # refuses duplicate IDs, naming both lines
     truth = {p.id: _concept_spans(ctx, p) for p in proteins}
     truth = {k: v for k, v in truth.items() if v}
     # Proteins without annotations count as negatives only when the file annotates some.
@@ -265,65 +269,6 @@ def _gather(ctx, input_path: Path | None) -> tuple[list[Protein], dict, list[str
     if name == "test":  # never overwrite the held-out set's results
         name = "input_test"
     return proteins, truth, negatives, name
-
-
-# ---------------------------------------------------------------------- writers
-
-
-def _gff_escape(text: str, attribute: bool = False) -> str:
-    safe = "._-:^*$@!+?|" if not attribute else "._-:^*$@!+?| "
-    return quote(str(text), safe=safe)
-
-
-def gff3_lines(
-    rows: Iterable[tuple[str, ScoredSpan]],
-    concept: str,
-    layer: int,
-    threshold: float,
-    method: str,
-    mode: str,
-) -> Iterator[str]:
-    """GFF3 records (1-based inclusive) for (protein id, span) rows."""
-    yield "##gff-version 3\n"
-    ftype = _gff_escape(concept)
-    counter: dict[str, int] = {}
-    for pid, span in rows:
-        counter[pid] = counter.get(pid, 0) + 1
-        attrs = ";".join(
-            [
-                f"ID={_gff_escape(f'{pid}_{concept}_{counter[pid]}', True)}",
-                f"Name={_gff_escape(concept, True)}",
-                f"layer={layer}",
-                f"threshold={threshold:.6g}",
-                f"method={method}",
-                f"mode={mode}",
-            ]
-        )
-        yield (
-            "\t".join(
-                [
-                    _gff_escape(pid),
-                    "esm-tcav",
-                    ftype,
-                    str(span.start),
-                    str(span.end),
-                    f"{span.score:.4f}",
-                    ".",
-                    ".",
-                    attrs,
-                ]
-            )
-            + "\n"
-        )
-
-
-def _write_text(path: Path, lines: Iterable[str]) -> None:
-    with path.open("w") as fh:
-        fh.writelines(lines)
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.4f}"
 
 
 # ---------------------------------------------------------------------- the stage
@@ -429,7 +374,7 @@ def run_detect(ctx, input_path: Path | None = None) -> dict:
         summary["skipped_layers"] = {str(k): v for k, v in skipped.items()}
         summary["threshold_source"] = threshold_source
         summary["output"] = str(final)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -465,6 +410,8 @@ def _detect_into(
     for p in proteins:
         offsets[p.id] = (total, len(p.sequence))
         total += len(p.sequence)
+    # filled in place, protein by protein (never held whole): it lives in the temporary folder
+    # that replace_dir moves into place only when everything is written
     scores_mm = np.lib.format.open_memmap(
         tmp / "scores.npy", mode="w+", dtype=np.float32, shape=(total,)
     )
@@ -504,36 +451,32 @@ def _detect_into(
     spans = predicted[layer]
     rows = [(p.id, s) for p in proteins for s in spans[p.id]]
     method = cfg.thresholds.method
-    _write_text(
-        tmp / "spans.gff3", gff3_lines(rows, concept, layer, chosen.threshold, method, mode)
+    threshold = chosen.threshold
+    atomic_write_lines(
+        tmp / "spans.gff3", gff3_lines(rows, concept, layer, threshold, method, mode)
     )
-    _write_text(
-        tmp / "spans.tsv",
-        [
-            "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\n",
-            *(
-                f"{pid}\t{s.start}\t{s.end}\t{s.length}\t{s.score:.4f}\t{concept}\t{layer}\t"
-                f"{chosen.threshold:.6g}\t{method}\n"
-                for pid, s in rows
-            ),
-        ],
-    )
+    atomic_write_lines(tmp / "spans.tsv", span_tsv_lines(rows, concept, layer, threshold, method))
     per_protein = metrics["per_protein"] if metrics else {}
     role = {**{pid: "negative" for pid in negatives}, **{pid: "positive" for pid in truth}}
-    _write_text(
+    write_table(
         tmp / "proteins.tsv",
-        [
-            "protein_id\tlength\trole\tpredicted_spans\tannotated_spans\tmean_iou\tresidue_f1\t"
-            "max_score\n",
-            *(
-                f"{p.id}\t{len(p.sequence)}\t{role.get(p.id, 'unannotated')}\t{len(spans[p.id])}\t"
-                f"{len(truth.get(p.id, []))}\t{_fmt(per_protein.get(p.id, {}).get('mean_iou'))}\t"
-                f"{_fmt(per_protein.get(p.id, {}).get('f1'))}\t{max_score[p.id]:.4f}\n"
-                for p in proteins
-            ),
-        ],
+        PROTEIN_COLUMNS,
+        (
+            [
+                p.id,
+                len(p.sequence),
+                role.get(p.id, "unannotated"),
+                len(spans[p.id]),
+                len(truth.get(p.id, [])),
+                per_protein.get(p.id, {}).get("mean_iou"),
+                per_protein.get(p.id, {}).get("f1"),
+                max_score[p.id],
+            ]
+            for p in proteins
+        ),
     )
-    (tmp / "scores_index.json").write_text(
+    atomic_write_text(
+        tmp / "scores_index.json",
         json.dumps(
             {
                 "dtype": "float32",
@@ -545,7 +488,7 @@ def _detect_into(
                 "total_residues": total,
                 "proteins": {pid: [off, length] for pid, (off, length) in offsets.items()},
             }
-        )
+        ),
     )
 
     heatmaps: list[str] = []

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from esm_tcav.io.files import save_figure
+
 
 def select_proteins(
     ious: dict[str, float | None], top: int = 5, n_random: int = 3, seed: int = 0
@@ -87,7 +89,7 @@ def plot_track(
     bars.set_xlabel("residue (1-based)")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -25,7 +25,6 @@ concept: spans and maximum smoothed score), `summary.json`.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 from typing import IO
@@ -45,12 +44,18 @@ from esm_tcav.config import SCAN_DEFAULTS as _D
 from esm_tcav.config import ScanSettings
 from esm_tcav.engine.batching import release_heap
 from esm_tcav.engine.packed import Projection, ScanEngine, describe_device
-from esm_tcav.errors import ArtifactError, ConfigError, InputError
-from esm_tcav.io.files import atomic_write_json, read_json
-
-# the FASTA ID rule and character check of read_fasta, so IDs and messages match it
-from esm_tcav.io.sequences import Protein, _fasta_id, _first_bad_char, normalize_sequence
-from esm_tcav.localize.detect import gff3_lines, smooth
+from esm_tcav.errors import ArtifactError, ConfigError
+from esm_tcav.io.files import atomic_write_json, atomic_write_with, read_json
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import iter_fasta, validate_fasta
+from esm_tcav.io.writers import (
+    GFF3_HEADER,
+    SPANS_TSV_HEADER,
+    gff3_lines,
+    span_tsv_lines,
+    tsv_line,
+)
+from esm_tcav.localize.detect import smooth
 from esm_tcav.localize.spans import scores_to_spans
 
 log = logging.getLogger("esm_tcav.localize.scan")
@@ -59,113 +64,6 @@ CHECKPOINT = "checkpoint.json"
 SUMMARY = "summary.json"
 FILES = ("scan.gff3", "scan.tsv", "proteins.tsv")
 CHECKPOINT_FORMAT = "esm-tcav-scan/1"
-
-
-# ---------------------------------------------------------------------- lazy FASTA
-
-
-def _open_text(path: Path) -> IO[str]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found; check the path")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return path.open("r", encoding="utf-8-sig")
-
-
-def fasta_records(path: str | Path, check: bool = False) -> Iterator[tuple[str, int, str]]:
-    """(ID, header line number, raw sequence) per record, one record in memory at a time.
-
-    `check` names the first character outside ESM-2's alphabet with its own line number.
-    """
-    path = Path(path)
-    current: tuple[str, int] | None = None
-    parts: list[str] = []
-    number = 0
-    try:
-        with _open_text(path) as fh:
-            for number, raw in enumerate(fh, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                if line.startswith(">"):
-                    if current is not None:
-                        yield current[0], current[1], "".join(parts)
-                    pid = _fasta_id(line[1:])
-                    if not pid:
-                        raise InputError(
-                            f"{path}:{number}: header has no record ID; write "
-                            "'>ID description' with the ID right after '>'"
-                        )
-                    current, parts = (pid, number), []
-                    continue
-                if current is None:
-                    raise InputError(
-                        f"{path}:{number}: sequence line before the first '>' "
-                        "header; start each record with a '>ID' header line"
-                    )
-                if check and (bad := _first_bad_char(line)) is not None:
-                    raise InputError(
-                        f"{path}:{number}: record {current[0]!r}: character "
-                        f"{bad!r} is not in the ESM-2 alphabet; remove it or "
-                        "replace it with X"
-                    )
-                parts.append(line)
-    except UnicodeDecodeError:
-        raise InputError(
-            f"{path}:{number + 1}: is not UTF-8 text; save the file as plain UTF-8 (or ASCII) text"
-        ) from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot be read ({exc}); check the file") from None
-    if current is not None:
-        yield current[0], current[1], "".join(parts)
-
-
-def _protein(path: Path, pid: str, number: int, raw: str) -> Protein:
-    where = f"{path}:{number}: record {pid!r}"
-    if not raw:
-        raise InputError(
-            f"{where}: empty sequence; add the sequence under the header or remove the record"
-        )
-    sequence, _ = normalize_sequence(raw, where)
-    return Protein(pid, sequence)
-
-
-def validate_fasta(path: str | Path) -> tuple[int, int]:
-    """Check every record before anything is written; returns (records, residues).
-
-    IDs must be unique (a GFF3 seqid names one protein); sequence clean-ups are logged once here.
-    Holds the set of IDs, a few dozen bytes per protein.
-    """
-    path = Path(path)
-    seen: set[str] = set()
-    n = residues = 0
-    for pid, number, raw in fasta_records(path, check=True):
-        if pid in seen:
-            raise InputError(
-                f"{path}:{number}: record {pid!r}: duplicate record ID; give every "
-                "record a unique ID"
-            )
-        seen.add(pid)
-        where = f"{path}:{number}: record {pid!r}"
-        if not raw:
-            raise InputError(
-                f"{where}: empty sequence; add the sequence under the header or remove the record"
-            )
-        sequence, notes = normalize_sequence(raw, where)
-        for note in notes:
-            log.info(note)
-        n += 1
-        residues += len(sequence)
-    if n == 0:
-        raise InputError(f"{path}: no FASTA records found; start each record with a '>ID' header")
-    return n, residues
-
-
-def iter_fasta(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Protein]:
-    """Proteins of records [start, stop) read lazily (records before `start` are only skipped)."""
-    path = Path(path)
-    for pid, number, raw in islice(fasta_records(path), start, stop):
-        yield _protein(path, pid, number, raw)
 
 
 def file_identity(path: Path) -> dict:
@@ -205,47 +103,33 @@ def shard_range(n_records: int, shard: tuple[int, int] | None) -> tuple[int, int
 # ---------------------------------------------------------------------- spans and lines
 
 
-def _tsv(text: str) -> str:
-    return text.replace("\t", " ").replace("\n", " ")
-
-
 def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str, str, str, list]:
     """GFF3, spans TSV and proteins TSV lines of one protein, and per-concept span counts."""
     gff, tsv, counts = [], [], []
-    cells = [_tsv(prot.id), str(len(prot.sequence))]
+    cells: list[object] = [prot.id, len(prot.sequence)]
     for k, c in enumerate(lib.concepts):
         s = smooth(scores[:, k], c.smoothing_window)
         spans = scores_to_spans(s, c.threshold, c.min_span_length, c.merge_gap)
         rows = [(prot.id, sp) for sp in spans]
-        gff.extend(
-            list(gff3_lines(rows, c.name, c.layer, c.threshold, c.threshold_method, "one-pass"))[1:]
-        )
-        tsv.extend(
-            f"{_tsv(prot.id)}\t{sp.start}\t{sp.end}\t{sp.length}\t{sp.score:.4f}\t"
-            f"{c.name}\t{c.layer}\t{c.threshold:.6g}\t{c.threshold_method}\n"
-            for sp in spans
-        )
-        cells += [str(len(spans)), f"{float(s.max()):.4f}"]
+        args = (rows, c.name, c.layer, c.threshold, c.threshold_method)
+        gff.extend(gff3_lines(*args, "one-pass", header=False))
+        tsv.extend(span_tsv_lines(*args, header=False))
+        cells += [len(spans), float(s.max())]
         counts.append((len(spans), sum(sp.length for sp in spans)))
-    return "".join(gff), "".join(tsv), "\t".join(cells) + "\n", counts
+    return "".join(gff), "".join(tsv), tsv_line(cells), counts
 
 
 def _headers(lib: Library) -> dict[str, str]:
     names = ", ".join(f"{c.name} (layer {c.layer}, v{c.version})" for c in lib.concepts)
     gff = (
-        "##gff-version 3\n"
-        f"# esm-tcav scan; model {lib.model.get('name')} fingerprint "
+        f"{GFF3_HEADER}# esm-tcav scan; model {lib.model.get('name')} fingerprint "
         f"{lib.model.get('fingerprint')}; concepts: {names}\n"
     )
-    tsv = "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\n"
-    prot = (
-        "\t".join(
-            ["protein_id", "length"]
-            + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
-        )
-        + "\n"
+    prot = tsv_line(
+        ["protein_id", "length"]
+        + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
     )
-    return {"scan.gff3": gff, "scan.tsv": tsv, "proteins.tsv": prot}
+    return {"scan.gff3": gff, "scan.tsv": SPANS_TSV_HEADER, "proteins.tsv": prot}
 
 
 # ---------------------------------------------------------------------- outputs + checkpoint
@@ -259,6 +143,8 @@ class _Outputs:
         self.handles: dict[str, IO[bytes]] = {}
         for name in FILES:
             path = folder / name
+            # Appended chunk by chunk and fsynced by `sync` (not written atomically): the
+            # checkpoint records the lengths they are valid up to, and a resume truncates there.
             if offsets is None:
                 fh = path.open("wb")
                 fh.write(headers[name].encode())
@@ -415,7 +301,7 @@ def run_scan(
     bar = progress_bar(todo, "scan") if progress else nullcontext(None)
     try:
         with bar as advance:
-            proteins = iter_fasta(fasta, start_record, hi)
+            proteins = iter_fasta(fasta, start_record, hi, check=False)  # validated above
             while chunk := list(islice(proteins, chunk_proteins)):
                 scores: list[np.ndarray | None] = [None] * len(chunk)
                 for i, s in scan_engine.score(chunk):
@@ -567,16 +453,7 @@ def merge_shards(out: str | Path, n: int) -> dict:
             "rescan them with the same FASTA and library"
         )
     for name in FILES:
-        tmp = out / f".{name}.merge.tmp"
-        with tmp.open("wb") as dst:
-            for i, f in enumerate(folders):
-                with (f / name).open("rb") as src:
-                    if i > 0:  # keep the header of the first shard only
-                        _skip_header(src, name)
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, out / name)
+        atomic_write_with(out / name, lambda tmp, name=name: _concatenate(folders, name, tmp))
     summaries = [read_json(f / SUMMARY) for f in folders]
     merged = dict(summaries[0])
     merged.update(
@@ -597,6 +474,16 @@ def merge_shards(out: str | Path, n: int) -> dict:
             merged["concepts"][name][key] = sum(s["concepts"][name][key] for s in summaries)
     atomic_write_json(out / SUMMARY, merged)
     return merged
+
+
+def _concatenate(folders: list[Path], name: str, dst_path: Path) -> None:
+    """The shards' `name` files one after the other, with the header of the first only."""
+    with dst_path.open("wb") as dst:
+        for i, f in enumerate(folders):
+            with (f / name).open("rb") as src:
+                if i > 0:
+                    _skip_header(src, name)
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _skip_header(fh: IO[bytes], name: str) -> None:

@@ -115,6 +115,7 @@ class IndexingGuard:
             log.warning("indexing correction (offset %d): %s", offset, reason)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # an append per correction, as they happen (a log, not a result file)
             with self.log_path.open("a") as fh:
                 fh.write(
                     json.dumps(

@@ -6,9 +6,10 @@ import logging
 from functools import cached_property
 from pathlib import Path
 
-from esm_tcav.config import Config, save_snapshot
+from esm_tcav.config import Config, snapshot_yaml
 from esm_tcav.engine.embed import embed_into_store, open_store
-from esm_tcav.io.sequences import Protein
+from esm_tcav.io.files import atomic_write_text
+from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import LoadedModel, load_model
 from esm_tcav.run.dataset import Dataset, load_dataset, write_split
 
@@ -23,7 +24,7 @@ class RunContext:
         self.out: Path = cfg.out
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "logs").mkdir(exist_ok=True)
-        save_snapshot(cfg, self.out / "config.snapshot.yaml")
+        atomic_write_text(self.out / "config.snapshot.yaml", snapshot_yaml(cfg))
         _log_to_file(self.out / "logs" / "esm-tcav.log")
 
     @cached_property
@@ -70,7 +71,7 @@ def _log_to_file(path: Path) -> None:
         for h in root.handlers
     ):
         return
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(path)  # a log: appended line by line as the run goes
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -11,7 +11,9 @@ import numpy as np
 
 from esm_tcav.config import Config
 from esm_tcav.errors import InputError
-from esm_tcav.io.sequences import Protein, attach_spans, read_proteins, read_span_file
+from esm_tcav.io.files import atomic_write_text
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import attach_spans, read_proteins, read_span_file
 
 log = logging.getLogger("esm_tcav.run.dataset")
 
@@ -123,6 +125,4 @@ def load_dataset(cfg: Config) -> Dataset:
 
 def write_split(ds: Dataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ds.split_record(), indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(ds.split_record(), indent=1))

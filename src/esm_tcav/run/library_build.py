@@ -6,7 +6,6 @@ The orchestration half of the library (the index itself lives in `concepts.libra
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -25,7 +24,9 @@ from esm_tcav.config import (
 )
 from esm_tcav.errors import ArtifactError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
-from esm_tcav.io.sequences import Protein, read_pdna, read_proteins, read_tmbed
+from esm_tcav.io.proteins import Protein
+from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
+from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
 
 log = logging.getLogger("esm_tcav.library")
@@ -47,26 +48,6 @@ def _cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
         return proteins
     keep = set(np.random.default_rng(seed).choice(len(proteins), n, replace=False).tolist())
     return [p for i, p in enumerate(proteins) if i in keep]
-
-
-def _write_jsonl(path: Path, proteins: list[Protein], name: str) -> None:
-    lines = []
-    for p in proteins:
-        anns = [
-            {"motif_id": name, "start": s.start, "end": s.end, "name": name}
-            for s in p.spans
-            if s.name == name
-        ]
-        lines.append(
-            json.dumps(
-                {"accession": p.id, "sequence": p.sequence, "ground_truth_annotations": anns}
-            )
-        )
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _write_fasta(path: Path, proteins: list[Protein]) -> None:
-    atomic_write_text(path, "".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
 
 
 def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tuple[dict, dict]:
@@ -106,8 +87,8 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
     for part, (pos, neg) in parts.items():
         cap = spec.max_train if part == "train" else spec.max_test
         pos, neg = _cap(pos, cap, seed), _cap(neg, cap, seed + 1)
-        _write_jsonl(folder / f"{part}_positives.jsonl", pos, name)
-        _write_fasta(folder / f"{part}_negatives.fasta", neg)
+        write_jsonl(folder / f"{part}_positives.jsonl", pos, [name])
+        write_fasta(folder / f"{part}_negatives.fasta", neg)
         counts[part] = {"positives": len(pos), "negatives": len(neg)}
     data = {
         "concept": spec.name,

@@ -16,7 +16,7 @@ from pathlib import Path
 from esm_tcav._version import __version__
 from esm_tcav.config import STEPS
 from esm_tcav.errors import ConfigError
-from esm_tcav.io.files import content_hash
+from esm_tcav.io.files import atomic_write_text, content_hash
 
 log = logging.getLogger("esm_tcav.run.pipeline")
 
@@ -156,9 +156,7 @@ def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None =
         "result": result,
         "inputs_key": inputs_key,
     }
-    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
 
 
 def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from esm_tcav.config import Config
 from esm_tcav.errors import EsmTcavError
+from esm_tcav.io.files import atomic_write_text
 
 STAGES = ("train", "evaluate", "detect", "tcav", "report")
 
@@ -52,9 +53,7 @@ def _write(folder: Path, scripts: dict[str, list[str]]) -> dict[str, Path]:
     paths = {}
     for name, lines in scripts.items():
         path = folder / f"{name}.sbatch"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
         paths[name] = path
     return paths
 
@@ -174,7 +173,5 @@ def run_slurm(
         dep = [f"--dependency=afterok:{previous}"] if previous else []
         previous = jobs[stage] = _sbatch([*dep, str(paths[stage])])
     record = cfg.out / "slurm" / "jobs.json"
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(jobs, indent=1))
-    tmp.replace(record)
+    atomic_write_text(record, json.dumps(jobs, indent=1))
     return {"jobs": jobs, "scripts": {k: str(v) for k, v in paths.items()}}

@@ -28,7 +28,7 @@ import numpy as np
 
 from esm_tcav.concepts.artifacts import load_concept
 from esm_tcav.errors import ArtifactError, EsmTcavError
-from esm_tcav.io.files import atomic_write_json
+from esm_tcav.io.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("esm_tcav.run.smoke")
 
@@ -107,9 +107,9 @@ def _write_case(
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text("written by esm-tcav smoke; safe to delete\n")
-    (folder / "positives.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (folder / "negatives.fasta").write_text("".join(f">{i}\n{s}\n" for i, s in negatives))
+    atomic_write_text(folder / MARKER, "written by esm-tcav smoke; safe to delete\n")
+    atomic_write_text(folder / "positives.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(folder / "negatives.fasta", "".join(f">{i}\n{s}\n" for i, s in negatives))
     doc = {
         "output_dir": "out",
         "seed": seed,
@@ -130,7 +130,7 @@ def _write_case(
         "evaluate": {"bootstrap": 200},
     }
     path = folder / "smoke.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
@@ -246,10 +246,10 @@ def _tamper_refused(ctx, layer: int, version: int) -> bool:
         root = Path(tmp)
         dst = concept_dir(root, ctx.model_name, layer, version)
         shutil.copytree(src, dst)
-        (root / "cavs" / ctx.model_name / f"summary_v{version}.json").write_text("{}")
+        atomic_write_text(root / "cavs" / ctx.model_name / f"summary_v{version}.json", "{}")
         data = bytearray((dst / "cav.safetensors").read_bytes())
         data[-3] ^= 0x01
-        (dst / "cav.safetensors").write_bytes(bytes(data))
+        atomic_write_bytes(dst / "cav.safetensors", bytes(data))
         try:
             load_concept(root, ctx.model_name, layer, version, ctx.loaded.fingerprint)
         except ArtifactError as exc:

@@ -3,35 +3,45 @@
 Every reader returns ``Protein`` records with 1-based inclusive ``Span`` annotations, so the rest
 of the tool never sees a file format. Bad input raises ``InputError`` with one line naming the
 file, the line, the record, the problem and the fix; every silent clean-up (lowercase, trailing
-``*``, whitespace, alignment gaps) is logged on the ``esm_tcav.io.sequences`` logger instead.
+``*``, whitespace, alignment gaps) is logged on the ``esm_tcav.io.readers`` logger instead.
+
+Files are read line by line (``iter_lines``, gzip too); FASTA streams record by record
+(``fasta_records``/``iter_fasta``), so a proteome scan holds one record at a time.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import replace
+from itertools import islice
 from pathlib import Path
-from typing import NoReturn
-
-import numpy as np
 
 from esm_tcav.config import INPUT_FORMATS as _FORMATS
 from esm_tcav.errors import InputError
+from esm_tcav.io.proteins import (
+    FIX_BAD_CHAR,
+    GAPS,
+    Protein,
+    Span,
+    claim_id,
+    fail,
+    first_bad_char,
+    location,
+    normalize_sequence,
+    spans_from_positions,
+)
 
 __all__ = [
-    "ESM2_ALPHABET",
-    "STANDARD_AMINO_ACIDS",
-    "NONSTANDARD_RESIDUES",
     "TMBED_SPAN_NAMES",
-    "Span",
-    "Protein",
-    "sequence_hash",
-    "normalize_sequence",
+    "iter_lines",
+    "fasta_records",
+    "iter_fasta",
+    "validate_fasta",
     "read_proteins",
     "read_fasta",
     "read_jsonl",
@@ -40,19 +50,9 @@ __all__ = [
     "read_tmbed",
     "read_uniprot_dat",
     "read_pdna",
-    "spans_from_positions",
 ]
 
-logger = logging.getLogger("esm_tcav.io.sequences")
-
-STANDARD_AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
-#: Residue letters ESM-2 has its own token for besides the 20 standard ones (kept as they are).
-NONSTANDARD_RESIDUES = frozenset("XBUZO")
-ESM2_ALPHABET = STANDARD_AMINO_ACIDS | NONSTANDARD_RESIDUES
-_GAPS = frozenset("-.")
-# Characters a raw sequence line may hold before normalization (checked line by line so that an
-# error can name the line of the offending character).
-_RAW_OK = ESM2_ALPHABET | {c.lower() for c in ESM2_ALPHABET} | _GAPS | {"*"} | set(" \t\r\n\f\v")
+logger = logging.getLogger("esm_tcav.io.readers")
 
 #: TMbed per-residue label -> span name (1, 2 and U are not spans).
 TMBED_SPAN_NAMES: dict[str, str] = {
@@ -64,183 +64,69 @@ TMBED_SPAN_NAMES: dict[str, str] = {
 }
 _TMBED_LABELS = frozenset("HhBbS12U")
 
-_FIX_BAD_CHAR = "remove it or replace it with X"
-
 
 # --------------------------------------------------------------------------------------------
-# Data classes
+# Lines of a file
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Span:
-    """A named stretch of residues, 1-based inclusive (as UniProt, Pfam and GFF3 write them)."""
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
 
-    start: int
-    end: int
-    name: str
 
-    def __post_init__(self) -> None:
-        # Readers check spans first with a file/line message; this guards programmatic use.
-        for key in ("start", "end"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(
-                    f"span {self.name!r}: {key} {value!r} is not an integer; "
-                    "give 1-based integer coordinates"
-                )
-        if self.start < 1:
-            raise InputError(
-                f"span {self.name!r} {self.start}-{self.end}: start is below 1; "
-                "coordinates are 1-based inclusive"
+def _bad_utf8_line(path: Path) -> int:
+    """Line (1-based, counting '\\n') of the first byte that is not UTF-8."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """Lines of a text file (optionally gzip-compressed), streaming, refusing empty files.
+
+    The same lines as ``str.splitlines`` of the whole text: UTF-8 (a BOM is dropped), any line
+    end. A file holding only whitespace raises ``InputError`` once it has been read through.
+    """
+    p = Path(path)
+    if not p.exists():
+        fail(p, None, None, "file not found", "check the path")
+    if not p.is_file():
+        fail(p, None, None, "is not a file", "give the path of a sequence file")
+    blank = True
+    try:
+        with _open_text(p) as fh:
+            for chunk in fh:
+                for line in chunk.splitlines():
+                    if blank and line.strip():
+                        blank = False
+                    yield line
+    except UnicodeDecodeError:
+        line = _bad_utf8_line(p)
+        fail(p, line, None, "is not UTF-8 text", "save the file as plain UTF-8 (or ASCII) text")
+    except (OSError, EOFError) as exc:
+        if p.suffix == ".gz":
+            fail(
+                p, None, None, f"is not a valid gzip file ({exc})", "decompress it or re-create it"
             )
-        if self.start > self.end:
-            raise InputError(
-                f"span {self.name!r} {self.start}-{self.end}: start > end; swap start and end"
-            )
-
-    @property
-    def length(self) -> int:
-        """Number of residues covered (both ends included)."""
-        return self.end - self.start + 1
-
-
-@dataclass(frozen=True)
-class Protein:
-    """One protein: its ID, its cleaned sequence and its annotated spans."""
-
-    id: str
-    sequence: str
-    spans: tuple[Span, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.spans, tuple):
-            object.__setattr__(self, "spans", tuple(self.spans))
-        if not self.id:
-            raise InputError("a protein has an empty ID; give every record an ID")
-        if not self.sequence:
-            raise InputError(f"record {self.id!r}: empty sequence; add the residues or drop it")
-        bad = set(self.sequence) - ESM2_ALPHABET
-        if bad:
-            raise InputError(
-                f"record {self.id!r}: character {sorted(bad)[0]!r} is not in the ESM-2 alphabet; "
-                "clean the sequence with normalize_sequence first"
-            )
-        for span in self.spans:
-            if not isinstance(span, Span):
-                raise InputError(f"record {self.id!r}: span {span!r} is not a Span")
-            if span.end > len(self.sequence):
-                raise InputError(
-                    f"record {self.id!r}: span {span.name!r} {span.start}-{span.end} ends past "
-                    f"the sequence end (length {len(self.sequence)}); check the coordinates"
-                )
-
-    @property
-    def length(self) -> int:
-        """Number of residues."""
-        return len(self.sequence)
-
-    @property
-    def seq_hash(self) -> str:
-        """Content key for the embedding store (same sequence, same embeddings, any ID)."""
-        return sequence_hash(self.sequence)
-
-    @property
-    def span_names(self) -> tuple[str, ...]:
-        """Sorted distinct span names, e.g. to list the concepts a file carries."""
-        return tuple(sorted({s.name for s in self.spans}))
-
-    def spans_named(self, name: str) -> tuple[Span, ...]:
-        """The spans of one concept (span name), in file order."""
-        return tuple(s for s in self.spans if s.name == name)
-
-    def residue_mask(self, name: str | None = None) -> np.ndarray:
-        """Boolean per-residue mask (row i-1 = residue i) of the spans named ``name`` (all if None).
-
-        Per-residue CAV training and span metrics work on these masks rather than on spans.
-        """
-        mask = np.zeros(len(self.sequence), dtype=bool)
-        for span in self.spans:
-            if name is None or span.name == name:
-                mask[span.start - 1 : span.end] = True
-        return mask
-
-
-def sequence_hash(sequence: str) -> str:
-    """Short, stable content hash (sha256 hex, first 20 characters) of a cleaned sequence."""
-    return hashlib.sha256(sequence.encode("ascii")).hexdigest()[:20]
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers for messages and files
-# --------------------------------------------------------------------------------------------
-
-
-def _where(path: str | Path, line: int | None = None, record: str | None = None) -> str:
-    text = str(path)
-    if line is not None:
-        text += f":{line}"
-    if record is not None:
-        text += f": record {record!r}"
-    return text
-
-
-def _fail(
-    path: str | Path, line: int | None, record: str | None, problem: str, fix: str
-) -> NoReturn:
-    raise InputError(f"{_where(path, line, record)}: {problem}; {fix}")
-
-
-def _claim_id(
-    seen: dict[str, int], pid: str, path: str | Path, number: int, what: str = "ID"
-) -> None:
-    """Record an ID's first line; a second record with it is an error naming both lines."""
-    if pid in seen:
-        _fail(
-            path,
-            number,
-            pid,
-            f"duplicate record ID (first at line {seen[pid]})",
-            f"give every record a unique {what}",
-        )
-    seen[pid] = number
+        fail(p, None, None, f"cannot be read ({exc})", "check the file")
+    if blank:
+        fail(p, None, None, "file is empty", "give a file with at least one record")
 
 
 def _read_lines(path: str | Path) -> list[str]:
-    """Read a text file (optionally gzip-compressed) into lines, refusing empty files."""
-    p = Path(path)
-    if not p.exists():
-        _fail(p, None, None, "file not found", "check the path")
-    if not p.is_file():
-        _fail(p, None, None, "is not a file", "give the path of a sequence file")
-    data = p.read_bytes()
-    if p.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            _fail(
-                p, None, None, f"is not a valid gzip file ({exc})", "decompress it or re-create it"
-            )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        _fail(p, line, None, "is not UTF-8 text", "save the file as plain UTF-8 (or ASCII) text")
-    if not text.strip():
-        _fail(p, None, None, "file is empty", "give a file with at least one record")
-    return text.splitlines()
-
-
-def _first_bad_char(text: str) -> str | None:
-    for char in text:
-        if char not in _RAW_OK:
-            return char
-    return None
+    return list(iter_lines(path))
 
 
 def _clean(raw: str, where: str, has_coordinates: bool = False) -> str:
     """Normalize a record's sequence, logging each change; refuse gaps when spans refer to it."""
-    if has_coordinates and any(c in _GAPS for c in raw):
+    if has_coordinates and any(c in GAPS for c in raw):
         raise InputError(
             f"{where}: the sequence contains alignment gaps ('-' or '.') but the record has "
             "residue coordinates, so they would be ambiguous; remove the gaps and renumber the "
@@ -261,7 +147,7 @@ def _check_span(
     length: int | None,
 ) -> None:
     if start < 1:
-        _fail(
+        fail(
             path,
             line,
             record,
@@ -269,7 +155,7 @@ def _check_span(
             "coordinates are 1-based inclusive; add 1 to 0-based starts",
         )
     if start > end:
-        _fail(
+        fail(
             path,
             line,
             record,
@@ -277,80 +163,13 @@ def _check_span(
             "swap start and end",
         )
     if length is not None and end > length:
-        _fail(
+        fail(
             path,
             line,
             record,
             f"span {start}-{end} ends past the sequence end (length {length})",
             "check that coordinates are 1-based inclusive and refer to this sequence",
         )
-
-
-def spans_from_positions(positions: Iterable[int], name: str) -> list[Span]:
-    """Merge 1-based residue positions into maximal runs of consecutive residues."""
-    spans: list[Span] = []
-    ordered = sorted(set(positions))
-    if not ordered:
-        return spans
-    start = prev = ordered[0]
-    for pos in ordered[1:]:
-        if pos != prev + 1:
-            spans.append(Span(start, prev, name))
-            start = pos
-        prev = pos
-    spans.append(Span(start, prev, name))
-    return spans
-
-
-# --------------------------------------------------------------------------------------------
-# Normalization
-# --------------------------------------------------------------------------------------------
-
-
-def normalize_sequence(seq: str, where: str = "sequence") -> tuple[str, list[str]]:
-    """Clean a sequence the way ESM-2's alphabet allows and say what changed.
-
-    Uppercases, removes whitespace, one trailing stop ``*`` and alignment gaps (``-``, ``.``).
-    X, B, U, Z and O are ESM-2 tokens and are kept. Any other character raises ``InputError``
-    (``where`` names the file, line and record in the message). Returns the cleaned sequence and
-    one human-readable note per kind of change, each starting with ``where``.
-    """
-    notes: list[str] = []
-    for pos, char in enumerate(seq, start=1):
-        if char not in _RAW_OK:
-            raise InputError(
-                f"{where}: character {char!r} (position {pos}) is not in the ESM-2 alphabet; "
-                f"{_FIX_BAD_CHAR}"
-            )
-    text = seq.strip()
-    n_space = sum(1 for c in text if c.isspace())
-    if n_space:
-        text = "".join(text.split())
-        notes.append(f"{where}: removed {n_space} whitespace character(s) inside the sequence")
-    if text.endswith("*"):
-        text = text[:-1]
-        notes.append(f"{where}: removed the trailing stop '*'")
-    if "*" in text:
-        pos = seq.index("*") + 1
-        raise InputError(
-            f"{where}: character '*' (position {pos}) is not in the ESM-2 alphabet (only one "
-            f"trailing stop is removed); {_FIX_BAD_CHAR}"
-        )
-    n_lower = sum(1 for c in text if c.islower())
-    if n_lower:
-        text = text.upper()
-        notes.append(f"{where}: uppercased {n_lower} lowercase residue(s)")
-    n_gap = sum(1 for c in text if c in _GAPS)
-    if n_gap:
-        text = "".join(c for c in text if c not in _GAPS)
-        notes.append(f"{where}: removed {n_gap} alignment gap character(s) ('-' or '.')")
-    if not text:
-        raise InputError(f"{where}: the sequence is empty; add the residues or remove the record")
-    nonstandard = {c: text.count(c) for c in sorted(NONSTANDARD_RESIDUES) if c in text}
-    if nonstandard:
-        counts = ", ".join(f"{c}: {n}" for c, n in nonstandard.items())
-        notes.append(f"{where}: kept non-standard residues as ESM-2 tokens ({counts})")
-    return text, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,72 +187,98 @@ def _fasta_id(header: str) -> str:
     return match.group(1) if match else tokens[0]
 
 
-def _fasta_records(path: str | Path, lines: Sequence[str]) -> list[tuple[str, int, str]]:
-    """(id, header line number, raw sequence) for each record, with structural checks."""
-    records: list[tuple[str, int, str]] = []
+def fasta_records(path: str | Path, check: bool = True) -> Iterator[tuple[str, int, str]]:
+    """(ID, header line number, raw sequence) per record, one record in memory at a time.
+
+    Structural errors always fail. ``check`` also refuses duplicate IDs and characters outside
+    ESM-2's alphabet (naming their own line); a second pass over a checked file skips them.
+    """
     seen: dict[str, int] = {}
     current: tuple[str, int] | None = None
     parts: list[str] = []
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(iter_lines(path), start=1):
         line = raw.strip()
         if not line:
             continue
         if line.startswith(">"):
             if current is not None:
-                records.append((current[0], current[1], "".join(parts)))
+                yield current[0], current[1], "".join(parts)
             pid = _fasta_id(line[1:])
             if not pid:
-                _fail(
+                fail(
                     path,
                     number,
                     None,
                     "header has no record ID",
                     "write '>ID description' with the ID right after '>'",
                 )
-            _claim_id(seen, pid, path, number, "ID")
-            current = (pid, number)
-            parts = []
+            if check:
+                claim_id(seen, pid, path, number, "ID")
+            current, parts = (pid, number), []
             continue
         if current is None:
-            _fail(
+            fail(
                 path,
                 number,
                 None,
                 "sequence line before the first '>' header",
                 "start each record with a '>ID' header line",
             )
-        bad = _first_bad_char(line)
-        if bad is not None:
-            _fail(
+        if check and (bad := first_bad_char(line)) is not None:
+            fail(
                 path,
                 number,
                 current[0],
                 f"character {bad!r} is not in the ESM-2 alphabet",
-                _FIX_BAD_CHAR,
+                FIX_BAD_CHAR,
             )
         parts.append(line)
-    if current is not None:
-        records.append((current[0], current[1], "".join(parts)))
-    if not records:
-        _fail(path, None, None, "no FASTA records found", "start each record with a '>ID' header")
-    return records
+    if current is None:
+        fail(path, None, None, "no FASTA records found", "start each record with a '>ID' header")
+    yield current[0], current[1], "".join(parts)
+
+
+def iter_fasta(
+    path: str | Path, start: int = 0, stop: int | None = None, check: bool = True
+) -> Iterator[Protein]:
+    """Proteins of records [start, stop), read lazily (records before ``start`` only skipped).
+
+    ``check=False`` is for a file ``validate_fasta`` passed: no duplicate/character checks
+    and no second log of the clean-ups.
+    """
+    with closing(fasta_records(path, check)) as records:
+        for pid, number, raw in islice(records, start, stop):
+            if not raw:
+                fail(
+                    path,
+                    number,
+                    pid,
+                    "empty sequence",
+                    "add the sequence under the header or remove the record",
+                )
+            sequence, notes = normalize_sequence(raw, location(path, number, pid))
+            if check:
+                for note in notes:
+                    logger.info(note)
+            yield Protein(pid, sequence)
 
 
 def read_fasta(path: str | Path) -> list[Protein]:
     """Read a FASTA file: ID = first word of the header (``sp|P12345|NAME`` gives ``P12345``)."""
-    lines = _read_lines(path)
-    proteins = []
-    for pid, number, raw in _fasta_records(path, lines):
-        if not raw:
-            _fail(
-                path,
-                number,
-                pid,
-                "empty sequence",
-                "add the sequence under the header or remove the record",
-            )
-        proteins.append(Protein(pid, _clean(raw, _where(path, number, pid))))
-    return proteins
+    return list(iter_fasta(path))
+
+
+def validate_fasta(path: str | Path) -> tuple[int, int]:
+    """Check every record without keeping any; returns (records, residues).
+
+    For a proteome scan: bad input fails before anything is written; sequence clean-ups are
+    logged once here. Holds the IDs (for the duplicate check), a few dozen bytes per protein.
+    """
+    n = residues = 0
+    for protein in iter_fasta(path):
+        n += 1
+        residues += protein.length
+    return n, residues
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,12 +288,12 @@ def read_fasta(path: str | Path) -> list[Protein]:
 
 def _int_field(path: str | Path, line: int, record: str, obj: Mapping, key: str, what: str) -> int:
     if key not in obj:
-        _fail(path, line, record, f"{what} has no {key!r}", f"give {key!r} as a 1-based integer")
+        fail(path, line, record, f"{what} has no {key!r}", f"give {key!r} as a 1-based integer")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        _fail(
+        fail(
             path,
             line,
             record,
@@ -474,7 +319,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -482,7 +327,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
                 "write one complete JSON object per line",
             )
         if not isinstance(obj, dict):
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -491,7 +336,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
             )
         key = "accession" if "accession" in obj else "id" if "id" in obj else None
         if key is None:
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -500,7 +345,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
             )
         pid = obj[key]
         if not isinstance(pid, str) or not pid.strip():
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -508,37 +353,35 @@ def read_jsonl(path: str | Path) -> list[Protein]:
                 "give every record a non-empty text accession",
             )
         pid = pid.strip()
-        _claim_id(seen, pid, path, number, "accession")
+        claim_id(seen, pid, path, number, "accession")
         if "sequence" not in obj:
-            _fail(
+            fail(
                 path, number, pid, "missing key 'sequence'", "give every record a 'sequence' string"
             )
         raw_seq = obj["sequence"]
         if not isinstance(raw_seq, str):
-            _fail(path, number, pid, "'sequence' is not a string", "give the sequence as text")
+            fail(path, number, pid, "'sequence' is not a string", "give the sequence as text")
         anns = obj.get("ground_truth_annotations") or []
         if not isinstance(anns, list):
-            _fail(
+            fail(
                 path,
                 number,
                 pid,
                 "'ground_truth_annotations' is not a list",
                 "give a list of {motif_id, start, end, name} objects",
             )
-        where = _where(path, number, pid)
+        where = location(path, number, pid)
         if not raw_seq.strip():
-            _fail(path, number, pid, "empty sequence", "add the sequence or remove the record")
-        bad = _first_bad_char(raw_seq)
+            fail(path, number, pid, "empty sequence", "add the sequence or remove the record")
+        bad = first_bad_char(raw_seq)
         if bad is not None:
-            _fail(
-                path, number, pid, f"character {bad!r} is not in the ESM-2 alphabet", _FIX_BAD_CHAR
-            )
+            fail(path, number, pid, f"character {bad!r} is not in the ESM-2 alphabet", FIX_BAD_CHAR)
         sequence = _clean(raw_seq, where, has_coordinates=bool(anns))
         spans = []
         for index, ann in enumerate(anns, start=1):
             what = f"annotation {index}"
             if not isinstance(ann, dict):
-                _fail(
+                fail(
                     path,
                     number,
                     pid,
@@ -549,7 +392,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
             end = _int_field(path, number, pid, ann, "end", what)
             name = ann.get("name") or ann.get("motif_id")
             if not isinstance(name, str) or not name.strip():
-                _fail(
+                fail(
                     path,
                     number,
                     pid,
@@ -585,7 +428,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
         fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split(None, 3)
         pid = fields[0]
         if not pid:
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -594,7 +437,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
             )
         if len(fields) == 1:
             if pid in span_line:
-                _fail(
+                fail(
                     path,
                     number,
                     pid,
@@ -605,7 +448,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
             spans.setdefault(pid, [])
             continue
         if len(fields) == 2:
-            _fail(
+            fail(
                 path,
                 number,
                 pid,
@@ -613,7 +456,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
                 "write 'accession<TAB>start<TAB>end[<TAB>name]' or just the accession",
             )
         if len(fields) > 4:
-            _fail(
+            fail(
                 path,
                 number,
                 pid,
@@ -623,7 +466,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
         try:
             start, end = int(fields[1]), int(fields[2])
         except ValueError:
-            _fail(
+            fail(
                 path,
                 number,
                 pid,
@@ -631,7 +474,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
                 "give 1-based integer coordinates (comment a header line out with '#')",
             )
         if pid in whole:
-            _fail(
+            fail(
                 path,
                 number,
                 pid,
@@ -643,7 +486,7 @@ def read_span_file(path: str | Path) -> dict[str, list[Span]]:
         span_line.setdefault(pid, number)
         spans.setdefault(pid, []).append(Span(start, end, name))
     if not spans:
-        _fail(
+        fail(
             path,
             None,
             None,
@@ -669,7 +512,7 @@ def attach_spans(
     by_id = {p.id: p for p in proteins}
     for pid in spans_by_id:
         if pid not in by_id:
-            _fail(
+            fail(
                 where,
                 None,
                 pid,
@@ -722,7 +565,7 @@ def read_tmbed(path: str | Path) -> list[Protein]:
     for i in range(0, len(content), 3):
         number, header = content[i]
         if not header.startswith(">"):
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -732,20 +575,18 @@ def read_tmbed(path: str | Path) -> list[Protein]:
         tokens = header[1:].split()
         pid = tokens[0].split("|")[0] if tokens else ""
         if not pid:
-            _fail(path, number, None, "header has no record ID", "write '>ID|...' headers")
-        _claim_id(seen, pid, path, number, "ID")
+            fail(path, number, None, "header has no record ID", "write '>ID|...' headers")
+        claim_id(seen, pid, path, number, "ID")
         if i + 2 >= len(content) or any(content[i + k][1].startswith(">") for k in (1, 2)):
-            _fail(path, number, pid, "record is incomplete (sequence or label line missing)", fix3)
+            fail(path, number, pid, "record is incomplete (sequence or label line missing)", fix3)
         seq_no, raw_seq = content[i + 1]
         lab_no, labels = content[i + 2]
-        bad = _first_bad_char(raw_seq)
+        bad = first_bad_char(raw_seq)
         if bad is not None:
-            _fail(
-                path, seq_no, pid, f"character {bad!r} is not in the ESM-2 alphabet", _FIX_BAD_CHAR
-            )
+            fail(path, seq_no, pid, f"character {bad!r} is not in the ESM-2 alphabet", FIX_BAD_CHAR)
         bad_labels = sorted(set(labels) - _TMBED_LABELS)
         if bad_labels:
-            _fail(
+            fail(
                 path,
                 lab_no,
                 pid,
@@ -753,9 +594,9 @@ def read_tmbed(path: str | Path) -> list[Protein]:
                 "use H/h (TM helix), B/b (TM beta), S (signal), 1 (inside), 2 (outside), "
                 "U (unknown)",
             )
-        sequence = _clean(raw_seq, _where(path, seq_no, pid), has_coordinates=True)
+        sequence = _clean(raw_seq, location(path, seq_no, pid), has_coordinates=True)
         if len(labels) != len(sequence):
-            _fail(
+            fail(
                 path,
                 lab_no,
                 pid,
@@ -767,8 +608,11 @@ def read_tmbed(path: str | Path) -> list[Protein]:
     return proteins
 
 
+_SNIFF_LINES = 12
+
+
 def _looks_like_tmbed(lines: Sequence[str]) -> bool:
-    content = [line.strip() for line in lines[:12] if line.strip()]
+    content = [line.strip() for line in lines[:_SNIFF_LINES] if line.strip()]
     if len(content) < 3 or not content[0].startswith(">") or content[1].startswith(">"):
         return False
     labels = content[2]
@@ -805,24 +649,23 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
         assert entry is not None
         pid = entry["ac"] or entry["name"]
         if not pid:
-            _fail(
+            fail(
                 path,
                 entry["line"],
                 None,
                 "entry has no AC or ID name",
                 "check the entry is a complete UniProt record",
             )
-        if pid in seen:
-            _fail(
-                path,
-                entry["line"],
-                pid,
-                f"duplicate entry (first at line {seen[pid]})",
-                "keep one copy of each entry",
-            )
-        seen[pid] = entry["line"]
+        claim_id(
+            seen,
+            pid,
+            path,
+            entry["line"],
+            problem="duplicate entry",
+            fix="keep one copy of each entry",
+        )
         if entry["sq_line"] is None or not entry["seq"]:
-            _fail(
+            fail(
                 path,
                 entry["line"],
                 pid,
@@ -830,11 +673,11 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
                 "use complete UniProt entries with their SQ block",
             )
         sequence = _clean(
-            "".join(entry["seq"]), _where(path, entry["sq_line"], pid), has_coordinates=True
+            "".join(entry["seq"]), location(path, entry["sq_line"], pid), has_coordinates=True
         )
         declared = entry["declared"]
         if declared is not None and declared != len(sequence):
-            _fail(
+            fail(
                 path,
                 entry["sq_line"],
                 pid,
@@ -853,7 +696,7 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
         code = line[:2]
         if code == "ID":
             if entry is not None:
-                _fail(
+                fail(
                     path,
                     number,
                     entry["ac"] or None,
@@ -873,7 +716,7 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             }
             continue
         if entry is None:
-            _fail(
+            fail(
                 path,
                 number,
                 None,
@@ -885,21 +728,21 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             entry = None
         elif entry["sq_line"] is not None:
             if not line.startswith(" "):
-                _fail(
+                fail(
                     path,
                     number,
                     entry["ac"] or None,
                     "unexpected line inside the SQ block",
                     "end the sequence block with '//'",
                 )
-            bad = _first_bad_char(line)
+            bad = first_bad_char(line)
             if bad is not None:
-                _fail(
+                fail(
                     path,
                     number,
                     entry["ac"] or None,
                     f"character {bad!r} is not in the ESM-2 alphabet",
-                    _FIX_BAD_CHAR,
+                    FIX_BAD_CHAR,
                 )
             entry["seq"].append("".join(line.split()))  # blocks of 10 are layout, not a change
         elif code == "AC" and not entry["ac"]:
@@ -930,7 +773,7 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             end = int(match.group(2)) if match.group(2) else start
             entry["ft"].append((number, key, start, end))
     if entry is not None:
-        _fail(
+        fail(
             path,
             entry["line"],
             entry["ac"] or entry["name"],
@@ -938,7 +781,7 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
             "the file is truncated; end every entry with a '//' line",
         )
     if not proteins:
-        _fail(path, None, None, "no UniProt entries found", "give a UniProt text (.dat) file")
+        fail(path, None, None, "no UniProt entries found", "give a UniProt text (.dat) file")
     if skipped:
         logger.info(
             "%s: skipped %d feature(s) with uncertain or isoform-specific positions", path, skipped
@@ -961,6 +804,7 @@ def read_pdna(
     proteins = read_fasta(sequence_fasta)
     lines = _read_lines(label_fasta)
     positions: dict[str, tuple[int, list[int]]] = {}
+    seen: dict[str, int] = {}
     current: str | None = None
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -969,25 +813,18 @@ def read_pdna(
         if line.startswith(">"):
             current = _fasta_id(line[1:])
             if not current:
-                _fail(
+                fail(
                     label_fasta,
                     number,
                     None,
                     "header has no record ID",
                     "write '>ID' headers matching the sequence file",
                 )
-            if current in positions:
-                _fail(
-                    label_fasta,
-                    number,
-                    current,
-                    f"duplicate record ID (first at line {positions[current][0]})",
-                    "give every record a unique ID",
-                )
+            claim_id(seen, current, label_fasta, number, "ID")
             positions[current] = (number, [])
             continue
         if current is None:
-            _fail(
+            fail(
                 label_fasta,
                 number,
                 None,
@@ -998,7 +835,7 @@ def read_pdna(
             try:
                 positions[current][1].append(int(token))
             except ValueError:
-                _fail(
+                fail(
                     label_fasta,
                     number,
                     current,
@@ -1008,7 +845,7 @@ def read_pdna(
     by_id = {p.id: p for p in proteins}
     for pid, (number, _) in positions.items():
         if pid not in by_id:
-            _fail(
+            fail(
                 label_fasta,
                 number,
                 pid,
@@ -1018,7 +855,7 @@ def read_pdna(
     result = []
     for protein in proteins:
         if protein.id not in positions:
-            _fail(
+            fail(
                 label_fasta,
                 None,
                 protein.id,
@@ -1028,7 +865,7 @@ def read_pdna(
         number, pos = positions[protein.id]
         for p in pos:
             if p < 1 or p > protein.length:
-                _fail(
+                fail(
                     label_fasta,
                     number,
                     protein.id,
@@ -1051,19 +888,27 @@ def _detect_format(path: Path) -> str:
     if name.endswith(".gz"):
         name = name[:-3]
     suffix = Path(name).suffix
-    lines = _read_lines(path)
-    first = next(line for line in lines if line.strip())
+    head: list[str] = []  # enough lines to tell the format; the reader reads the file again
+    first = ""
+    with closing(iter_lines(path)) as lines:
+        for line in lines:
+            if len(head) < _SNIFF_LINES:
+                head.append(line)
+            if not first and line.strip():
+                first = line
+            if first and len(head) == _SNIFF_LINES:
+                break
     if suffix == ".jsonl":
         return "jsonl"
     if first.startswith("ID   "):
         return "uniprot"
     if first.lstrip().startswith(">"):
-        return "tmbed" if _looks_like_tmbed(lines) else "fasta"
+        return "tmbed" if _looks_like_tmbed(head) else "fasta"
     if first.lstrip().startswith("{"):
         return "jsonl"
     if suffix in _FASTA_SUFFIXES:
         return "fasta"  # read_fasta names the problem (sequence before the first header)
-    _fail(
+    fail(
         path,
         None,
         None,
@@ -1081,7 +926,7 @@ def read_proteins(path: str | Path, fmt: str = "auto") -> list[Protein]:
     """
     p = Path(path)
     if fmt not in _FORMATS:
-        _fail(p, None, None, f"unknown format {fmt!r}", f"use one of {', '.join(_FORMATS)}")
+        fail(p, None, None, f"unknown format {fmt!r}", f"use one of {', '.join(_FORMATS)}")
     if fmt == "auto":
         fmt = _detect_format(p)
     reader = {
