@@ -254,7 +254,7 @@ def test_run_report_reads_files_without_loading_the_model(run_dir, tmp_path):
     ctx = RunContext(load_config(cfg_path))
     path = run_report(ctx)
     assert path == out / "report.html" and path.is_file()
-    assert "loaded" not in ctx.__dict__
+    assert not ctx.model_loaded
 
 
 def test_number_formats():

@@ -58,7 +58,7 @@ def _setup_logging(verbose: bool) -> None:
 def _context(config: Path, sets: list[str] | None):
     from esm_tcav.run.context import RunContext
 
-    return RunContext(load_config(config, _overrides(sets)))
+    return RunContext.open(load_config(config, _overrides(sets)))
 
 
 def _print(result) -> None:

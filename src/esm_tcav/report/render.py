@@ -1380,7 +1380,7 @@ def write_report(
 
 def _model_name(ctx) -> str | None:
     """The model's registry name, from the files when possible (loading the model is slow)."""
-    if "loaded" in ctx.__dict__:
+    if ctx.model_loaded:
         return ctx.model_name
     manifest = ctx.out / "run_manifest.json"
     try:

@@ -12,11 +12,15 @@ import logging
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esm_tcav._version import __version__
 from esm_tcav.config import STEPS
 from esm_tcav.errors import ConfigError
 from esm_tcav.io.files import content_hash
+
+if TYPE_CHECKING:
+    from esm_tcav.run.context import RunContext
 
 log = logging.getLogger("esm_tcav.run.pipeline")
 
@@ -29,7 +33,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stage(ctx, step: str, force: bool, **kwargs):
+def _stage(ctx: RunContext, step: str, force: bool, **kwargs):
     if step == "embed":
         from esm_tcav.engine.embed import run_embed
 
@@ -64,7 +68,7 @@ def _stage(ctx, step: str, force: bool, **kwargs):
 _DERIVED = ("evaluate", "detect", "tcav")
 
 
-def _inputs_key(ctx, step: str) -> str | None:
+def _inputs_key(ctx: RunContext, step: str) -> str | None:
     """Content key of a derived stage: the config, the latest CAV version's inputs, the model."""
     from esm_tcav.concepts.artifacts import latest_version, load_summary
 
@@ -84,7 +88,7 @@ def _inputs_key(ctx, step: str) -> str | None:
     )
 
 
-def _reusable(ctx, step: str, key: str | None) -> dict | None:
+def _reusable(ctx: RunContext, step: str, key: str | None) -> dict | None:
     if key is None:
         return None
     try:
@@ -98,13 +102,14 @@ def _reusable(ctx, step: str, key: str | None) -> dict | None:
     return result
 
 
-def run_step(ctx, step: str, force: bool = False, **kwargs):
+def run_step(ctx: RunContext, step: str, force: bool = False, **kwargs):
     """Run one stage and record it in the run manifest.
 
     `embed` and `train` reuse stored work themselves; `evaluate`, `detect` and `tcav` are
     skipped when the config, the trained CAVs and the model are those of their recorded run
     (unless `force`, or `detect --input`).
     """
+    ctx.prepare()
     key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
     if not force and (stored := _reusable(ctx, step, key)) is not None:
         log.info("%s: inputs unchanged, reusing the recorded results", step)
@@ -115,7 +120,9 @@ def run_step(ctx, step: str, force: bool = False, **kwargs):
     return result
 
 
-def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None = None) -> None:
+def record_step(
+    ctx: RunContext, step: str, seconds: float, result, inputs_key: str | None = None
+) -> None:
     path = ctx.out / "run_manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -142,7 +149,7 @@ def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None =
             },
         }
     )
-    if "loaded" in ctx.__dict__:
+    if ctx.model_loaded:
         manifest["model"] = {
             "name": ctx.model_name,
             "fingerprint": ctx.loaded.fingerprint,
@@ -161,7 +168,7 @@ def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None =
     tmp.replace(path)
 
 
-def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:
+def run_pipeline(ctx: RunContext, force: bool = False, steps: list[str] | None = None) -> dict:
     """Run the chosen steps in pipeline order; returns timings per step."""
     chosen = steps or ctx.cfg.steps
     unknown = [s for s in chosen if s not in STEPS]
@@ -182,7 +189,7 @@ def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> di
     }
 
 
-def summary_text(ctx, timings: dict) -> str:
+def summary_text(ctx: RunContext, timings: dict) -> str:
     """What a user wants to read after `run`: the verdict per layer, detection, TCAV, where."""
     import json as _json
 
