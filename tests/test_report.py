@@ -222,7 +222,7 @@ def test_values_from_data_are_escaped(run_dir, tmp_path):
         path.write_text(json.dumps(doc))
     text = write_report(out).read_text()
     assert evil not in text
-    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in text
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in text
 
 
 def test_skipped_tcav_is_said_plainly(run_dir, tmp_path):
