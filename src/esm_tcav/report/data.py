@@ -552,6 +552,7 @@ class StepRecord:
     seconds: float | None = None
     finished: str = ""
     result: Any = None
+    inputs_key: str | None = None
 
     @property
     def skipped(self) -> str | None:
@@ -590,6 +591,7 @@ class RunManifest:
                     seconds=num(v.get("seconds")),
                     finished=str(v.get("finished", "")),
                     result=v.get("result"),
+                    inputs_key=_str(v.get("inputs_key")),
                 )
                 for k, v in _map(d.get("steps")).items()
                 if isinstance(v, dict)

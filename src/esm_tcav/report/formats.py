@@ -7,6 +7,7 @@ Registered as Jinja filters by `report.render`; each takes whatever the JSON hel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -21,10 +22,14 @@ def num(x: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _or_na(x: Any, fmt: Callable[[float], str]) -> str:
+    v = num(x)
+    return "n/a" if v is None else fmt(v)
+
+
 def fmt_auc(x: Any) -> str:
     """AUROC / AUPRC / IoU-like values in [0, 1]: three decimals."""
-    v = num(x)
-    return "n/a" if v is None else f"{v:.3f}"
+    return _or_na(x, lambda v: f"{v:.3f}")
 
 
 def fmt_ci(ci: Any) -> str:
@@ -52,33 +57,24 @@ def fmt_p(x: Any) -> str:
 
 def fmt_2(x: Any) -> str:
     """Precision, recall, F1, TCAV scores, z and t: two decimals."""
-    v = num(x)
-    return "n/a" if v is None else f"{v:.2f}"
+    return _or_na(x, lambda v: f"{v:.2f}")
 
 
 def fmt_pct(x: Any) -> str:
     """A fraction in [0, 1] as a whole percentage, e.g. "87%"."""
-    v = num(x)
-    return "n/a" if v is None else f"{v * 100:.0f}%"
+    return _or_na(x, lambda v: f"{v * 100:.0f}%")
 
 
 def fmt_threshold(x: Any) -> str:
-    v = num(x)
-    return "n/a" if v is None else f"{v:.4g}"
+    return _or_na(x, lambda v: f"{v:.4g}")
 
 
 def fmt_int(x: Any) -> str:
-    v = num(x)
-    return "n/a" if v is None else f"{int(round(v)):,}"
+    return _or_na(x, lambda v: f"{int(round(v)):,}")
 
 
 def fmt_seconds(x: Any) -> str:
-    v = num(x)
-    if v is None:
-        return "n/a"
-    if v < 60:
-        return f"{v:.1f} s"
-    return f"{int(v // 60)} min {v % 60:.0f} s"
+    return _or_na(x, lambda v: f"{v:.1f} s" if v < 60 else f"{int(v // 60)} min {v % 60:.0f} s")
 
 
 def p_in_words(p: Any, n_random: Any) -> str:
