@@ -122,8 +122,9 @@ def _heatmaps(det: Detection) -> list[Heatmap]:
         stem = Path(name).stem
         bits = stem.split("_", 2)
         reason = _HEATMAP_REASONS.get(bits[1] if len(bits) > 1 else "", "")
-        row = rows.get(bits[2] if len(bits) > 2 else stem, {})
-        pid = row.get("protein_id", bits[2] if len(bits) > 2 else stem)
+        file_id = bits[2] if len(bits) > 2 else stem  # the ID as the file name spells it
+        row = rows.get(file_id, {})
+        pid = row.get("protein_id", file_id)
         facts = [reason] if reason else []
         if row:
             facts += [
