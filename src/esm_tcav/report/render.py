@@ -28,16 +28,7 @@ from markupsafe import Markup
 
 from esm_tcav._version import __version__
 from esm_tcav.engine.context import StageContext
-from esm_tcav.report.data import (
-    Detection,
-    LayerTrain,
-    RunData,
-    RunManifest,
-    StepRecord,
-    TrainSummary,
-    read_protein_rows,
-    rel,
-)
+from esm_tcav.report.data import RunData, rel
 from esm_tcav.report.formats import (  # noqa: F401 (the formatters are part of this API)
     FILTERS,
     fmt_2,
@@ -47,6 +38,14 @@ from esm_tcav.report.formats import (  # noqa: F401 (the formatters are part of 
     fmt_p,
     fmt_threshold,
     p_in_words,
+)
+from esm_tcav.report.results import (
+    Detection,
+    LayerTrain,
+    RunManifest,
+    StepRecord,
+    TrainSummary,
+    read_protein_rows,
 )
 
 log = logging.getLogger("esm_tcav.report.render")

@@ -71,7 +71,7 @@ _DERIVED = ("evaluate", "detect", "tcav")
 def _inputs_key(ctx: RunContext, step: str) -> str | None:
     """Content key of a derived stage: the config, the latest CAV version's inputs, the model."""
     from esm_tcav.concepts.artifacts import latest_version, load_summary
-    from esm_tcav.report.data import TrainSummary
+    from esm_tcav.report.results import TrainSummary
 
     version = latest_version(ctx.out, ctx.model_name)
     if version is None:
@@ -90,7 +90,7 @@ def _inputs_key(ctx: RunContext, step: str) -> str | None:
 
 
 def _reusable(ctx: RunContext, step: str, key: str | None) -> dict | None:
-    from esm_tcav.report.data import RunManifest
+    from esm_tcav.report.results import RunManifest
 
     if key is None:
         return None
@@ -197,7 +197,7 @@ def run_pipeline(ctx: RunContext, force: bool = False, steps: list[str] | None =
 
 def summary_text(ctx: RunContext, timings: dict) -> str:
     """What a user wants to read after `run`: the verdict per layer, detection, TCAV, where."""
-    from esm_tcav.report.data import Detection, RunManifest, TcavScores, TrainSummary
+    from esm_tcav.report.results import Detection, RunManifest, TcavScores, TrainSummary
 
     try:
         manifest = RunManifest.read(ctx.out / "run_manifest.json") or RunManifest()
