@@ -6,13 +6,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
 from esm_tcav.config import SCAN_DEFAULTS, Config, load_config
 from esm_tcav.errors import EsmTcavError
+
+if TYPE_CHECKING:
+    from esm_tcav.run.context import RunContext
 
 app = typer.Typer(
     add_completion=False,
@@ -55,10 +58,10 @@ def _setup_logging(verbose: bool) -> None:
     quiet_model_libraries()
 
 
-def _context(config: Path, sets: list[str] | None):
-    from esm_tcav.run.context import RunContext
+def _context(config: Path, sets: list[str] | None) -> RunContext:
+    from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
-    return RunContext(load_config(config, _overrides(sets)))
+    return RunContext.open(load_config(config, _overrides(sets)))
 
 
 def _print(result) -> None:

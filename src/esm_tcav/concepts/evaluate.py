@@ -26,6 +26,7 @@ from esm_tcav.concepts.stats import (
     summary_fields,
 )
 from esm_tcav.concepts.train import Examples, all_residue_examples, inputs_record, plan_examples
+from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_json, content_hash
 from esm_tcav.io.plots import plot_auroc_by_layer, plot_random_comparison, plot_roc_pr
@@ -73,7 +74,7 @@ def measure(examples: Examples, scores: np.ndarray, n_boot: int, alpha: float, s
     return out
 
 
-def _test_proteins(ctx, split: dict, where: Path):
+def _test_proteins(ctx: StageContext, split: dict, where: Path):
     by_id = {p.id: p for p in ctx.dataset.proteins}
     parts = []
     for key in ("positives", "negatives"):
@@ -89,7 +90,7 @@ def _test_proteins(ctx, split: dict, where: Path):
     return parts[0], parts[1]
 
 
-def run_evaluate(ctx) -> dict:
+def run_evaluate(ctx: StageContext) -> dict:
     """Evaluate the newest trained version of every layer; returns a JSON-able summary."""
     cfg = ctx.cfg
     ev = cfg.evaluate

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from esm_tcav.concepts.stats import add_qvalues, compare_to_randoms, tcav_verdict
+from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_text, replace_dir, save_figure
 
@@ -165,7 +166,7 @@ def tcav_scores(derivatives: np.ndarray) -> dict:
 # ---------------------------------------------------------------------- the stage
 
 
-def _pick_proteins(ctx) -> list:
+def _pick_proteins(ctx: StageContext) -> list:
     positives, _ = ctx.dataset.part("test")
     if len(positives) < 2:
         raise ConfigError("tcav needs at least 2 held-out positives; raise data.test_fraction")
@@ -188,7 +189,7 @@ def _batches(seqs: list[str], budget: int) -> list[list[int]]:
     return out
 
 
-def run_tcav(ctx) -> dict:
+def run_tcav(ctx: StageContext) -> dict:
     """TCAV scores of the concept and random CAVs at every trained layer, with t-test and q."""
     from esm_tcav.concepts.artifacts import load_concept
     from esm_tcav.ui import progress_bar

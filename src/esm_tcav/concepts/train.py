@@ -40,6 +40,7 @@ from esm_tcav.concepts.artifacts import (
 from esm_tcav.concepts.cav import CAV, make_classifier
 from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_fields
 from esm_tcav.concepts.thresholds import build_thresholds
+from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
 from esm_tcav.io.proteins import Protein
@@ -548,7 +549,7 @@ def _fit_evaluate(
 # ---------------------------------------------------------------------- the `train` stage
 
 
-def inputs_record(ctx, granularity: str) -> dict:
+def inputs_record(ctx: StageContext, granularity: str) -> dict:
     """What a training run depends on; its hash decides whether a stored version is reusable."""
     cfg = ctx.cfg
     ds = ctx.dataset
@@ -574,7 +575,7 @@ def inputs_record(ctx, granularity: str) -> dict:
     }
 
 
-def _reusable(ctx, inputs_hash: str) -> dict | None:
+def _reusable(ctx: StageContext, inputs_hash: str) -> dict | None:
     version = latest_version(ctx.out, ctx.model_name)
     if version is None:
         return None
@@ -619,7 +620,9 @@ def _classifier_tensors(clf) -> dict[str, dict[str, np.ndarray]]:
     return files
 
 
-def _write_layer(ctx, res: LayerResult, version: int, common: dict, split: dict) -> None:
+def _write_layer(
+    ctx: StageContext, res: LayerResult, version: int, common: dict, split: dict
+) -> None:
     out, model = ctx.out, ctx.model_name
     layer = res.layer
     info = {**common, "layer": layer, "version": version, "hidden_size": res.cav.hidden_size}
@@ -655,7 +658,7 @@ def _write_layer(ctx, res: LayerResult, version: int, common: dict, split: dict)
         raise
 
 
-def run_train(ctx, force: bool = False) -> dict:
+def run_train(ctx: StageContext, force: bool = False) -> dict:
     """Train every tapped layer into a new version, or return the stored version trained from
     the same inputs (config sections, data, split, model) unless `force`."""
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from esm_tcav.engine.batching import release_heap, stitch, tile_starts
+from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ConfigError
 from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import LoadedModel
@@ -230,7 +231,7 @@ def embed_into_store(
     return len(todo)
 
 
-def run_embed(ctx, shard: tuple[int, int] | None = None, force: bool = False) -> dict:
+def run_embed(ctx: StageContext, shard: tuple[int, int] | None = None, force: bool = False) -> dict:
     """The `embed` verb: every protein of the dataset at every tapped layer, into the store.
 
     `shard=(i, n)` embeds only proteins i, i+n, i+2n, … (one SLURM array task).
@@ -258,6 +259,6 @@ def run_embed(ctx, shard: tuple[int, int] | None = None, force: bool = False) ->
     return summary
 
 
-def _corrections_logged(ctx) -> int:
+def _corrections_logged(ctx: StageContext) -> int:
     path = ctx.out / "logs" / "indexing_corrections.jsonl"
     return sum(1 for _ in path.open()) if path.exists() else 0

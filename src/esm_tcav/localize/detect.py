@@ -47,6 +47,7 @@ import numpy as np
 
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
+from esm_tcav.engine.context import StageContext
 from esm_tcav.engine.embed import Embedder, make_embedder
 from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
@@ -143,7 +144,7 @@ def smooth(scores: np.ndarray, window: int) -> np.ndarray:
 # ---------------------------------------------------------------------- inputs
 
 
-def resolve_layer(ctx) -> int:
+def resolve_layer(ctx: StageContext) -> int:
     """`detect.layer`, or the best layer of the stored concept when it says 'best'."""
     wanted = ctx.cfg.detect.layer
     if wanted == "best":
@@ -159,7 +160,7 @@ def resolve_layer(ctx) -> int:
     return layer
 
 
-def load_layer_concept(ctx, layer: int) -> Concept:
+def load_layer_concept(ctx: StageContext, layer: int) -> Concept:
     """The stored concept of `layer` for this model, checked, with the config's decision rule
     (the threshold of `thresholds.method`, the span settings of `detect`)."""
     from esm_tcav.concepts.artifacts import load_concept
@@ -197,7 +198,9 @@ def load_layer_concept(ctx, layer: int) -> Concept:
     return concept
 
 
-def calibration_set(ctx, cap: int = CALIBRATION_PROTEINS) -> tuple[list[Protein], dict]:
+def calibration_set(
+    ctx: StageContext, cap: int = CALIBRATION_PROTEINS
+) -> tuple[list[Protein], dict]:
     """A seeded draw of training proteins (positives with spans, negatives) and their labels."""
     pos, neg = ctx.dataset.part("train")
     pos = [p for p in pos if p.spans]
@@ -242,12 +245,14 @@ def calibrate_thresholds(
     }
 
 
-def _concept_spans(ctx, prot: Protein) -> list:
+def _concept_spans(ctx: StageContext, prot: Protein) -> list:
     names = ctx.cfg.data.span_names
     return [s for s in prot.spans if names is None or s.name in names]
 
 
-def _gather(ctx, input_path: Path | None) -> tuple[list[Protein], dict, list[str], str]:
+def _gather(
+    ctx: StageContext, input_path: Path | None
+) -> tuple[list[Protein], dict, list[str], str]:
     """Proteins to scan, their ground-truth spans, the known negatives and the set's name."""
     if input_path is None:
         positives, negatives = ctx.dataset.part("test")
@@ -274,7 +279,7 @@ def _gather(ctx, input_path: Path | None) -> tuple[list[Protein], dict, list[str
 # ---------------------------------------------------------------------- the stage
 
 
-def run_detect(ctx, input_path: Path | None = None) -> dict:
+def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
     """Per-residue scores, spans, files and metrics for the chosen layer (metrics for all)."""
     cfg = ctx.cfg
     dc = cfg.detect

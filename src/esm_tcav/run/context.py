@@ -1,13 +1,19 @@
-"""What every stage of a run shares: the config, the model, the dataset, the store, the log."""
+"""What every stage of a run shares: the config, the model, the dataset, the store, the log.
+
+Constructing a `RunContext` touches nothing; `prepare()` (or `RunContext.open`) creates the
+results folder with its `logs/`, the config snapshot and the run's log file. Every stage run
+through `run.pipeline` prepares it, and so does the first use of the model, dataset or store.
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
 
 from esm_tcav.config import Config, snapshot_yaml
 from esm_tcav.engine.embed import embed_into_store, open_store
+from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.io.files import atomic_write_text
 from esm_tcav.io.proteins import Protein
 from esm_tcav.models.esm2 import LoadedModel, load_model
@@ -15,49 +21,104 @@ from esm_tcav.run.dataset import Dataset, load_dataset, write_split
 
 log = logging.getLogger("esm_tcav")
 
+LOG_NAME = "esm-tcav.log"
+SNAPSHOT_NAME = "config.snapshot.yaml"
+
 
 class RunContext:
-    """Lazily loads what a stage needs, once; stages never load the model themselves."""
+    """Loads what a stage needs lazily, once; stages never load the model themselves.
 
-    def __init__(self, cfg: Config):
+    Satisfies `engine.context.StageContext`, the contract the stages are typed against.
+    """
+
+    cfg: Config
+    out: Path
+
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.out: Path = cfg.out
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "logs").mkdir(exist_ok=True)
-        atomic_write_text(self.out / "config.snapshot.yaml", snapshot_yaml(cfg))
-        _log_to_file(self.out / "logs" / "esm-tcav.log")
+        self.out = cfg.out
+        self._prepared = False
+        self._loaded: LoadedModel | None = None
+        self._layers: list[int] | None = None
+        self._dataset: Dataset | None = None
+        self._store: EmbeddingStore | None = None
 
-    @cached_property
+    @classmethod
+    def open(cls, cfg: Config) -> RunContext:
+        """A prepared context: what the CLI verbs use."""
+        return cls(cfg).prepare()
+
+    def prepare(self) -> RunContext:
+        """Create the results folder, `logs/`, the config snapshot and the log file (once)."""
+        if not self._prepared:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "logs").mkdir(exist_ok=True)
+            atomic_write_text(self.out / SNAPSHOT_NAME, snapshot_yaml(self.cfg))
+            _log_to_file(self.out / "logs" / LOG_NAME)
+            self._prepared = True
+        return self
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def model_loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
     def loaded(self) -> LoadedModel:
-        m = self.cfg.model
-        return load_model(
-            m.name,
-            m.path,
-            allow_download=m.allow_download,
-            device=m.device,
-            dtype=m.dtype,
-            registry_file=self.cfg.path(m.registry_file),
-        )
+        if self._loaded is None:
+            self.prepare()
+            m = self.cfg.model
+            self._loaded = load_model(
+                m.name,
+                m.path,
+                allow_download=m.allow_download,
+                device=m.device,
+                dtype=m.dtype,
+                registry_file=self.cfg.path(m.registry_file),
+            )
+        return self._loaded
 
-    @cached_property
+    def use_model(self, loaded: LoadedModel) -> None:
+        """Share a model loaded elsewhere (same model section), instead of loading it again."""
+        self._loaded = loaded
+        self._layers = None
+
+    @property
     def layers(self) -> list[int]:
-        return self.loaded.spec.resolve_layers(self.cfg.model.layers)
+        if self._layers is None:
+            self._layers = self.loaded.spec.resolve_layers(self.cfg.model.layers)
+        return self._layers
 
-    @cached_property
+    @property
     def model_name(self) -> str:
         return self.loaded.spec.name
 
-    @cached_property
+    # ------------------------------------------------------------------ data and store
+    @property
     def dataset(self) -> Dataset:
-        ds = load_dataset(self.cfg)
-        write_split(ds, self.out / "split.json")
-        return ds
+        if self._dataset is None:
+            self.prepare()
+            ds = load_dataset(self.cfg)
+            write_split(ds, self.out / "split.json")
+            self._dataset = ds
+        return self._dataset
 
-    @cached_property
-    def store(self):
-        return open_store(self.cfg, self.loaded)
+    @property
+    def store(self) -> EmbeddingStore:
+        if self._store is None:
+            self._store = open_store(self.cfg, self.loaded)
+        return self._store
 
-    def ensure_embeddings(self, proteins: list[Protein], progress=None, force: bool = False) -> int:
+    def use_store(self, store: EmbeddingStore) -> None:
+        """Read and write embeddings in `store` instead of the run's own."""
+        self._store = store
+
+    def ensure_embeddings(
+        self,
+        proteins: list[Protein],
+        progress: Callable[..., object] | None = None,
+        force: bool = False,
+    ) -> int:
         """Embed the proteins the store lacks (all tapped layers); returns how many were done."""
         return embed_into_store(
             self.cfg, self.loaded, proteins, self.layers, self.store, progress=progress, force=force

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,10 @@ from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
+
+if TYPE_CHECKING:
+    from esm_tcav.models.esm2 import LoadedModel
+    from esm_tcav.run.context import RunContext
 
 log = logging.getLogger("esm_tcav.library")
 
@@ -106,15 +111,15 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
 # ---------------------------------------------------------------------- building
 
 
-def _shared_context(cfg: Config, loaded, store_root: Path):
+def _shared_context(cfg: Config, loaded: LoadedModel | None, store_root: Path) -> RunContext:
     """A RunContext that reuses one loaded model and one embedding store for every concept."""
     from esm_tcav.engine.store import EmbeddingStore
-    from esm_tcav.run.context import RunContext
+    from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
-    ctx = RunContext(cfg)
+    ctx = RunContext.open(cfg)
     if loaded is not None:
-        ctx.loaded = loaded  # every concept of a build has the same model section
-    ctx.store = EmbeddingStore(store_root, ctx.loaded.fingerprint, cfg.embed.residue_dtype)
+        ctx.use_model(loaded)  # every concept of a build has the same model section
+    ctx.use_store(EmbeddingStore(store_root, ctx.loaded.fingerprint, cfg.embed.residue_dtype))
     return ctx
 
 
@@ -125,7 +130,7 @@ def _file_record(path: Path | None) -> dict | None:
 
 
 def train_concept(
-    ctx, hmm: HmmCheck | None = None, base: Path | None = None
+    ctx: RunContext, hmm: HmmCheck | None = None, base: Path | None = None
 ) -> tuple[Concept, dict]:
     """Train, evaluate and detect one concept in its run folder; returns it with its metrics.
 
@@ -202,7 +207,7 @@ def train_concept(
     return Concept(cav, **rule, metrics=metrics), metrics
 
 
-def hmm_agreement(ctx, hmm: HmmCheck, base: Path, spans_tsv: Path) -> dict:
+def hmm_agreement(ctx: RunContext, hmm: HmmCheck, base: Path, spans_tsv: Path) -> dict:
     """Compare the CAV's held-out spans with a profile HMM built from a seed alignment.
 
     The HMM (pyhmmer, built from e.g. the Pfam zf-C2H2 seed) annotates the held-out proteins

@@ -12,11 +12,15 @@ import logging
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esm_tcav._version import __version__
 from esm_tcav.config import STEPS
 from esm_tcav.errors import ConfigError
 from esm_tcav.io.files import atomic_write_text, content_hash
+
+if TYPE_CHECKING:
+    from esm_tcav.run.context import RunContext
 
 log = logging.getLogger("esm_tcav.run.pipeline")
 
@@ -29,7 +33,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stage(ctx, step: str, force: bool, **kwargs):
+def _stage(ctx: RunContext, step: str, force: bool, **kwargs):
     if step == "embed":
         from esm_tcav.engine.embed import run_embed
 
@@ -64,47 +68,54 @@ def _stage(ctx, step: str, force: bool, **kwargs):
 _DERIVED = ("evaluate", "detect", "tcav")
 
 
-def _inputs_key(ctx, step: str) -> str | None:
+def _inputs_key(ctx: RunContext, step: str) -> str | None:
     """Content key of a derived stage: the config, the latest CAV version's inputs, the model."""
     from esm_tcav.concepts.artifacts import latest_version, load_summary
+    from esm_tcav.report.results import TrainSummary
 
     version = latest_version(ctx.out, ctx.model_name)
     if version is None:
         return None
-    summary = load_summary(ctx.out, ctx.model_name, version)
+    summary = TrainSummary.parse(load_summary(ctx.out, ctx.model_name, version))
     return content_hash(
         {
             "step": step,
             "config": ctx.cfg.snapshot(),
             "version": version,
-            "cav_inputs": summary.get("inputs_hash"),
+            "cav_inputs": summary.inputs_hash,
             "fingerprint": ctx.loaded.fingerprint,
             "package": __version__,
         }
     )
 
 
-def _reusable(ctx, step: str, key: str | None) -> dict | None:
+def _reusable(ctx: RunContext, step: str, key: str | None) -> dict | None:
+    from esm_tcav.report.results import RunManifest
+
     if key is None:
         return None
     try:
-        done = json.loads((ctx.out / "run_manifest.json").read_text())["steps"][step]
-    except (OSError, ValueError, KeyError):
+        manifest = RunManifest.read(ctx.out / "run_manifest.json")
+    except (OSError, ValueError):
         return None
-    result = done.get("result") or {}
+    done = manifest.steps.get(step) if manifest is not None else None
+    if done is None:
+        return None
+    result = done.result_doc
     outputs = [Path(p) for p in (result.get("output"), result.get("path")) if p]
-    if done.get("inputs_key") != key or not all(p.exists() for p in outputs):
+    if done.inputs_key != key or not all(p.exists() for p in outputs):
         return None
     return result
 
 
-def run_step(ctx, step: str, force: bool = False, **kwargs):
+def run_step(ctx: RunContext, step: str, force: bool = False, **kwargs):
     """Run one stage and record it in the run manifest.
 
     `embed` and `train` reuse stored work themselves; `evaluate`, `detect` and `tcav` are
     skipped when the config, the trained CAVs and the model are those of their recorded run
     (unless `force`, or `detect --input`).
     """
+    ctx.prepare()
     key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
     if not force and (stored := _reusable(ctx, step, key)) is not None:
         log.info("%s: inputs unchanged, reusing the recorded results", step)
@@ -115,7 +126,9 @@ def run_step(ctx, step: str, force: bool = False, **kwargs):
     return result
 
 
-def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None = None) -> None:
+def record_step(
+    ctx: RunContext, step: str, seconds: float, result, inputs_key: str | None = None
+) -> None:
     path = ctx.out / "run_manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -142,7 +155,7 @@ def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None =
             },
         }
     )
-    if "loaded" in ctx.__dict__:
+    if ctx.model_loaded:
         manifest["model"] = {
             "name": ctx.model_name,
             "fingerprint": ctx.loaded.fingerprint,
@@ -159,7 +172,7 @@ def record_step(ctx, step: str, seconds: float, result, inputs_key: str | None =
     atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
 
 
-def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> dict:
+def run_pipeline(ctx: RunContext, force: bool = False, steps: list[str] | None = None) -> dict:
     """Run the chosen steps in pipeline order; returns timings per step."""
     chosen = steps or ctx.cfg.steps
     unknown = [s for s in chosen if s not in STEPS]
@@ -180,42 +193,41 @@ def run_pipeline(ctx, force: bool = False, steps: list[str] | None = None) -> di
     }
 
 
-def summary_text(ctx, timings: dict) -> str:
+def summary_text(ctx: RunContext, timings: dict) -> str:
     """What a user wants to read after `run`: the verdict per layer, detection, TCAV, where."""
-    import json as _json
+    from esm_tcav.report.results import Detection, RunManifest, TcavScores, TrainSummary
 
     try:
-        steps = _json.loads((ctx.out / "run_manifest.json").read_text())["steps"]
-    except (OSError, ValueError, KeyError):
-        steps = {}
-    res = {k: v.get("result") or {} for k, v in steps.items()}
+        manifest = RunManifest.read(ctx.out / "run_manifest.json") or RunManifest()
+    except (OSError, ValueError):
+        manifest = RunManifest()
     lines = []
-    train = res.get("train", {})
-    if train.get("layers"):
+    train = TrainSummary.parse(manifest.result("train"))
+    if train.layers:
         lines.append(
-            f"concept {train.get('concept')!r} in {train.get('model')} "
-            f"(CAV v{train.get('version')}, {train.get('n_random')} random CAVs):"
+            f"concept {train.concept!r} in {train.model} "
+            f"(CAV v{train.version}, {train.n_random} random CAVs):"
         )
-        for layer, s in sorted(train["layers"].items(), key=lambda kv: int(kv[0])):
-            best = "  <- best" if int(layer) == train.get("best_layer") else ""
-            lines.append(f"  layer {layer}: {s.get('verdict')}{best}")
-    det = res.get("detect", {})
-    metrics = det.get("metrics") or {}
-    if metrics.get("residue"):
+        for layer, s in train.layers.items():
+            best = "  <- best" if int(layer) == train.best_layer else ""
+            lines.append(f"  layer {layer}: {s.verdict}{best}")
+    det = Detection.parse(manifest.result("detect"))
+    metrics = det.metrics
+    if metrics is not None and metrics.residue.f1 is not None:
         lines.append(
-            f"detection (layer {det.get('layer')}, {det.get('proteins')} held-out proteins): "
-            f"residue F1 {metrics['residue']['f1']:.3f}, mean IoU {metrics.get('mean_iou', 0):.3f}"
-            f", domains hit {metrics.get('hit_rate_iou50', 0):.1%}, false spans per 1,000 "
-            f"negative residues {metrics.get('false_spans_per_kres') or 0:.2f}"
+            f"detection (layer {det.layer}, {det.proteins} held-out proteins): "
+            f"residue F1 {metrics.residue.f1:.3f}, mean IoU {metrics.mean_iou or 0:.3f}"
+            f", domains hit {metrics.hit_rate_iou50 or 0:.1%}, false spans per 1,000 "
+            f"negative residues {metrics.false_spans_per_kres or 0:.2f}"
         )
-    tcav = res.get("tcav", {})
-    for layer, s in sorted((tcav.get("layers") or {}).items(), key=lambda kv: int(kv[0])):
-        if s.get("testable", True) and s.get("p") is not None:
-            word = "significant" if s.get("significant") else "not significant"
+    tcav = TcavScores.parse(manifest.result("tcav"))
+    for layer, s in tcav.layers.items():
+        if s.testable and s.p is not None:
+            word = "significant" if s.significant else "not significant"
             lines.append(
-                f"TCAV layer {layer}: score {s['score']:.2f} vs random "
-                f"{s['random_mean']:.2f} ± {s['random_sd']:.2f}, p = {s['p']:.3g}, "
-                f"q = {s['q']:.3g}: {word}"
+                f"TCAV layer {layer}: score {s.score:.2f} vs random "
+                f"{s.random_mean:.2f} ± {s.random_sd:.2f}, p = {s.p:.3g}, "
+                f"q = {s.q:.3g}: {word}"
             )
     total = sum(timings.values())
     lines.append(

@@ -122,7 +122,7 @@ def unfinished_shards(cfg: Config) -> list[int]:
     """Shard indices whose proteins are not all in the store yet (to resubmit those alone)."""
     from esm_tcav.run.context import RunContext
 
-    ctx = RunContext(cfg)
+    ctx = RunContext.open(cfg)
     proteins = ctx.dataset.proteins
     n = cfg.slurm.shards
     return [

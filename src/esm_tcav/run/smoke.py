@@ -23,12 +23,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from esm_tcav.concepts.artifacts import load_concept
 from esm_tcav.errors import ArtifactError, EsmTcavError
 from esm_tcav.io.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from esm_tcav.run.context import RunContext
 
 log = logging.getLogger("esm_tcav.run.smoke")
 
@@ -165,7 +169,7 @@ class _Checks:
             return None
 
 
-def _check_guardrails(ctx, checks: _Checks) -> None:
+def _check_guardrails(ctx: RunContext, checks: _Checks) -> None:
     from esm_tcav.models.tokens import IndexingGuard
 
     ds = ctx.dataset
@@ -206,7 +210,7 @@ def _check_guardrails(ctx, checks: _Checks) -> None:
     )
 
 
-def _detect_one(ctx, art, checks: _Checks) -> dict:
+def _detect_one(ctx: RunContext, art, checks: _Checks) -> dict:
     """Project the CAV on one held-out planted protein (independent of detect.py)."""
     from esm_tcav.concepts.thresholds import get_threshold
 
@@ -238,7 +242,7 @@ def _detect_one(ctx, art, checks: _Checks) -> dict:
     }
 
 
-def _tamper_refused(ctx, layer: int, version: int) -> bool:
+def _tamper_refused(ctx: RunContext, layer: int, version: int) -> bool:
     from esm_tcav.concepts.artifacts import concept_dir
 
     src = concept_dir(ctx.out, ctx.model_name, layer, version)
@@ -283,7 +287,7 @@ def run_smoke(out: Path, seed: int = 7, n_random: int = 39) -> dict:
             n_random,
         )
 
-    ctx = checks.guard("model_load", lambda: RunContext(load_config(cases["planted"])))
+    ctx = checks.guard("model_load", lambda: RunContext.open(load_config(cases["planted"])))
     if ctx is not None and checks.guard("model_load", lambda: ctx.loaded) is not None:
         checks.add(
             "model_load",
@@ -360,9 +364,9 @@ def run_smoke(out: Path, seed: int = 7, n_random: int = 39) -> dict:
                     "detection_one_protein", lambda: _detect_one(ctx, art, checks)
                 )
 
-    nctx = checks.guard("null_concept", lambda: RunContext(load_config(cases["null"])))
-    if nctx is not None and ctx is not None and "loaded" in ctx.__dict__:
-        nctx.__dict__["loaded"] = ctx.loaded  # same model: load it once
+    nctx = checks.guard("null_concept", lambda: RunContext.open(load_config(cases["null"])))
+    if nctx is not None and ctx is not None and ctx.model_loaded:
+        nctx.use_model(ctx.loaded)  # same model: load it once
         nsum = checks.guard("null_concept", lambda: run_train(nctx, force=True))
         if nsum is not None:
             layers = nsum["layers"]

@@ -1,0 +1,64 @@
+"""What a stage may ask of its run: the typed contract between the stages and `run/`.
+
+The stages (embed, train, evaluate, detect, tcav, report) live below `run/` and so cannot name
+`run.context.RunContext`; they take a `StageContext`, which `RunContext` satisfies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from esm_tcav.config import Config
+    from esm_tcav.engine.store import EmbeddingStore
+    from esm_tcav.io.proteins import Protein
+    from esm_tcav.models.esm2 import LoadedModel
+
+
+class ConceptData(Protocol):
+    """The concept dataset as the stages read it: positives, negatives, a split by protein."""
+
+    concept: str
+    positives: list[Protein]
+    negatives: list[Protein]
+
+    @property
+    def proteins(self) -> list[Protein]: ...
+
+    def part(self, which: str) -> tuple[list[Protein], list[Protein]]: ...
+
+
+class StageContext(Protocol):
+    """The config, the results folder, and the model, dataset and store loaded on first use."""
+
+    cfg: Config
+    out: Path
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the model is loaded already (asking for `loaded` would load it)."""
+        ...
+
+    @property
+    def loaded(self) -> LoadedModel: ...
+
+    @property
+    def layers(self) -> list[int]: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dataset(self) -> ConceptData: ...
+
+    @property
+    def store(self) -> EmbeddingStore: ...
+
+    def ensure_embeddings(
+        self,
+        proteins: list[Protein],
+        progress: Callable[..., object] | None = None,
+        force: bool = False,
+    ) -> int: ...
