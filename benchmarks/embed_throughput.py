@@ -21,7 +21,7 @@ import torch
 from _common import ROOT, demo_proteins, peak_rss_mb, synthetic_proteins
 
 from esm_tcav.engine.embed import Embedder
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 LAYERS = [2, 4, 6]
 

@@ -41,7 +41,7 @@ from esm_tcav.engine.embed import Embedder
 from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
 from esm_tcav.io.sequences import Protein, read_proteins, read_tmbed
 from esm_tcav.localize.scan import run_scan
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 LAYERS = [2, 4, 6]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from esm_tcav.config import Config, save_snapshot
 from esm_tcav.engine.embed import embed_into_store, open_store
 from esm_tcav.io.sequences import Protein
-from esm_tcav.models.esm2 import LoadedModel, load_model
+from esm_tcav.models.base import ProteinLM
+from esm_tcav.models.loading import load_model
 from esm_tcav.run.dataset import Dataset, load_dataset, write_split
 
 log = logging.getLogger("esm_tcav")
@@ -27,7 +28,7 @@ class RunContext:
         _log_to_file(self.out / "logs" / "esm-tcav.log")
 
     @cached_property
-    def loaded(self) -> LoadedModel:
+    def loaded(self) -> ProteinLM:
         m = self.cfg.model
         return load_model(
             m.name,
