@@ -214,14 +214,8 @@ _ARCHITECTURES = {
 }
 
 
-def load_hf_folder(
-    path: Path,
-    spec: ModelSpec | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Esm2:
+def load_hf_folder(path: Path, spec: ModelSpec | None, device: str, dtype: torch.dtype) -> Esm2:
     """A local folder in Hugging Face layout: config.json, weights, vocab.txt."""
-    path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelMismatchError(f"{path}: no config.json; not a Hugging Face model folder")
     config = EsmConfig.from_pretrained(path, local_files_only=True)
@@ -272,14 +266,8 @@ def fair_esm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_fair_esm_pt(
-    path: Path,
-    spec: ModelSpec | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Esm2:
+def load_fair_esm_pt(path: Path, spec: ModelSpec | None, device: str, dtype: torch.dtype) -> Esm2:
     """A fair-esm `.pt` checkpoint, read with weights_only=True and converted to HF layout."""
-    path = Path(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
