@@ -160,7 +160,8 @@ def engine_modes(loaded, proteins: list[Protein], toks_per_batch: int, repeats: 
 
 
 def embed_only(loaded, proteins: list[Protein], toks_per_batch: int) -> None:
-    for _ in ForwardEngine(loaded, LAYERS, toks_per_batch=toks_per_batch).iter_residue_states(proteins):
+    engine = ForwardEngine(loaded, LAYERS, toks_per_batch=toks_per_batch)
+    for _ in engine.iter_residue_states(proteins):
         pass
 
 

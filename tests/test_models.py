@@ -87,9 +87,11 @@ def test_tiling_equals_untiled_when_protein_fits(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     prot = [Protein("long", "MKTAYIAKQRQISFVKSHFSRQ" * 5)]
     ((_, full),) = list(ForwardEngine(m, [3]).iter_residue_states(prot))
-    ((_, same),) = list(ForwardEngine(m, [3], window=110, tile_overlap=20).iter_residue_states(prot))
+    same_engine = ForwardEngine(m, [3], window=110, tile_overlap=20)
+    ((_, same),) = list(same_engine.iter_residue_states(prot))
     assert np.array_equal(full[3], same[3])
-    ((_, tiled),) = list(ForwardEngine(m, [3], window=40, tile_overlap=12).iter_residue_states(prot))
+    tiled_engine = ForwardEngine(m, [3], window=40, tile_overlap=12)
+    ((_, tiled),) = list(tiled_engine.iter_residue_states(prot))
     assert tiled[3].shape == full[3].shape
     assert np.corrcoef(tiled[3].ravel(), full[3].ravel())[0, 1] > 0.5
 
@@ -135,9 +137,8 @@ def test_t6_batched_vs_single_and_tiling(t6):
 def test_packed_embedder_equals_hugging_face_padded(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     packed = {p.id: s for p, s in ForwardEngine(m, [0, 2, 3]).iter_residue_states(proteins())}
-    padded = {
-        p.id: s for p, s in ForwardEngine(m, [0, 2, 3], mode="padded").iter_residue_states(proteins())
-    }
+    reference = ForwardEngine(m, [0, 2, 3], mode="padded")
+    padded = {p.id: s for p, s in reference.iter_residue_states(proteins())}
     for pid, states in padded.items():
         for layer in (0, 2, 3):
             assert np.abs(states[layer] - packed[pid][layer]).max() < 1e-4

@@ -1,4 +1,5 @@
-"""esm-tcav: concept activation vectors for protein language models (ESM-2 built in), with statistics and per-residue localization.
+"""esm-tcav: concept activation vectors for protein language models (ESM-2 built in), with
+statistics and per-residue localization.
 
 The public API is small; everything else is reachable through the CLI (`esm-tcav --help`).
 

@@ -151,12 +151,6 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 # ---------------------------------------------------------------------- the engine
 
 
@@ -254,9 +248,8 @@ class ForwardEngine:
     def _encode(self, pieces: list[_Piece]) -> tuple[list[np.ndarray], list[int]]:
         """Token ids of every piece and where its residue 1 sits, checked by the guard."""
         rows = [self.alphabet.encode_array(p.seq) for p in pieces]
-        offsets = [
-            self.guard.residue_offset(row, p.seq, p.pid) for row, p in zip(rows, pieces, strict=True)
-        ]
+        guard = self.guard.residue_offset
+        offsets = [guard(row, p.seq, p.pid) for row, p in zip(rows, pieces, strict=True)]
         return rows, offsets
 
     def _launch(self, pieces: list[_Piece]) -> tuple[_Pending, list[int], list[_Piece]]:

@@ -1,7 +1,7 @@
 """`esm-tcav scan`: every concept of a library along every protein of a FASTA, streaming.
 
 One forward pass per protein (tiles for long ones) gives all tapped layers at once; one matrix
-product on the device turns them into a score per residue and concept (`engine.forward.ForwardEngine`); spans
+product on the device turns them into a score per residue and concept (`ForwardEngine`); spans
 per concept use that concept's smoothing, threshold, minimum length and merge gap (the same
 functions as `detect`, so a scan and a detect run call the same spans).
 
