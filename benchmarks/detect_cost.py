@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from esm_tcav.concepts.artifacts import latest_version
     from esm_tcav.config import load_config
-    from esm_tcav.engine.embed import make_embedder
+    from esm_tcav.engine.embed import make_engine
     from esm_tcav.localize.detect import (
         calibrate_thresholds,
         calibration_set,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     lengths = {p.id: len(p.sequence) for p in proteins}
     truth = {p.id: list(p.spans) for p in proteins if p.spans}
     negatives = [p.id for p in proteins if p in neg]
-    embedder = make_embedder(cfg, ctx.loaded, [layer])
+    embedder = make_engine(cfg, ctx.loaded, [layer])
 
     def spans_of(scores: dict, threshold: float = concept.threshold) -> dict:
         return {
@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The published tool embeds every window in a forward pass of its own (batch size 1):
     # timed on a few proteins against one-pass on the same proteins.
-    from esm_tcav.engine.embed import Embedder
+    from esm_tcav.engine.forward import ForwardEngine
 
     subset = proteins[: args.published_proteins]
-    one_by_one = Embedder(
+    one_by_one = ForwardEngine(
         ctx.loaded, [layer], toks_per_batch=1, window=max(args.window, 8), tile_overlap=0
     )
     t0 = time.perf_counter()

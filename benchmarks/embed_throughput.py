@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from _common import ROOT, demo_proteins, peak_rss_mb, synthetic_proteins
 
-from esm_tcav.engine.embed import Embedder
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.engine.forward import ForwardEngine
+from esm_tcav.models.loading import load_model
 
 LAYERS = [2, 4, 6]
 
@@ -53,7 +53,7 @@ def padded(loaded, proteins, batch_size=8):
 
 
 def engine(loaded, proteins, toks_per_batch=2048, mode="packed"):
-    emb = Embedder(loaded, LAYERS, toks_per_batch=toks_per_batch, mode=mode)
+    emb = ForwardEngine(loaded, LAYERS, toks_per_batch=toks_per_batch, mode=mode)
     return {p.id: s[6] for p, s in emb.iter_residue_states(proteins)}
 
 
@@ -77,7 +77,7 @@ def memory_child(n: int) -> None:
     proteins = synthetic_proteins(n)
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddingStore(tmp, loaded.fingerprint)
-        emb = Embedder(loaded, LAYERS, toks_per_batch=2048, chunk_size=512)
+        emb = ForwardEngine(loaded, LAYERS, toks_per_batch=2048, chunk_size=512)
         pending = []
         for prot, states in emb.iter_residue_states(proteins):
             pending.append(store.compact(prot, states, per_residue=False))

@@ -14,7 +14,7 @@ layers 11/22/33 (one product on the device, only [tokens, 10] scores come back):
 - padded bfloat16 (HF modules, length-sorted token-budget batches)
 - packed bfloat16 (no padding, varlen flash attention, fused q/k/v)
 - packed bfloat16 + torch.compile
-- embedding alone, padded bfloat16 (`Embedder`: 3 layers' states to the host)
+- embedding alone, padded bfloat16 (`ForwardEngine` with layers: 3 layers' states to the host)
 
 Reports tokens/s and residues/s, padding, peak GPU memory, and for bfloat16 vs float32 on the
 subset: max |score difference| / score SD per concept and the fraction of residue calls
@@ -39,12 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from esm_tcav.concepts.cav import CAV  # noqa: E402
-from esm_tcav.engine.embed import Embedder  # noqa: E402
-from esm_tcav.engine.packed import Projection, ScanEngine, describe_device  # noqa: E402
+from esm_tcav.engine.forward import ForwardEngine, Projection, describe_device  # noqa: E402
 from esm_tcav.io.proteins import Protein  # noqa: E402
-from esm_tcav.models.esm2 import LoadedModel, load_model  # noqa: E402
+from esm_tcav.models.esm2 import Esm2  # noqa: E402
+from esm_tcav.models.loading import load_model  # noqa: E402
 from esm_tcav.models.registry import get_spec  # noqa: E402
-from esm_tcav.models.tokens import Alphabet  # noqa: E402
 
 SHAPES = {  # registry entry, hidden, layers, heads, intermediate, concept layers
     "650M": ("esm2_t33_650M_UR50D", 1280, 33, 20, 5120, [11, 22, 33]),
@@ -63,7 +62,7 @@ def peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
-def random_model(shape: str, device: str) -> LoadedModel:
+def random_model(shape: str, device: str) -> Esm2:
     from transformers import EsmConfig, EsmModel
 
     name, hidden, layers, heads, inter, _ = SHAPES[shape]
@@ -89,16 +88,10 @@ def random_model(shape: str, device: str) -> LoadedModel:
     model = EsmModel(cfg, add_pooling_layer=False).eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(
-        encoder=model,
-        spec=spec,
-        alphabet=Alphabet(spec.vocab),
-        fingerprint=f"random-{shape}",
-        source=f"random weights, {name} shapes",
-    )
+    return Esm2(model, spec, spec.vocab, f"random-{shape}", f"random weights, {name} shapes")
 
 
-def get_model(args) -> LoadedModel:
+def get_model(args) -> Esm2:
     if args.model_path:
         return load_model(
             SHAPES[args.shape][0], args.model_path, device=args.device, dtype="float32"
@@ -135,11 +128,9 @@ def timed(fn) -> tuple[float, object]:
 
 
 def run_engine(loaded, proj, prots, mode, tpb, compile_=False) -> dict:
-    engine = ScanEngine(loaded, proj, toks_per_batch=tpb, mode=mode)
+    engine = ForwardEngine(loaded, projection=proj, toks_per_batch=tpb, mode=mode)
     if compile_:
-        from esm_tcav.engine.packed import PackedEncoder
-
-        engine.packed = PackedEncoder(loaded, compile=True)
+        engine.packed = loaded.packed_encoder(compile=True)
     list(engine.score(prots[:16]))  # warm-up (and compilation)
     engine.stats = {"batches": 0, "token_slots": 0, "tokens": 0}
     secs, scores = timed(lambda: dict(engine.score(prots)))
@@ -212,7 +203,7 @@ def main() -> None:
         "proteins": len(check),
         "peak_gpu_gib": round(ref["peak_gpu_gib"], 2),
     }
-    loaded.encoder.to(torch.bfloat16)
+    loaded.to(dtype=torch.bfloat16)
     for tpb in [int(x) for x in args.toks_per_batch.split(",")]:
         variants = [("padded bf16", "padded", False), ("packed bf16 varlen", "packed", False)]
         if not args.no_compile:
@@ -237,7 +228,7 @@ def main() -> None:
                 "bf16_vs_fp32": agreement(ref["scores"], sub),
             }
             print(key, json.dumps(report["variants"][key]), flush=True)
-        emb = Embedder(loaded, LAYERS, toks_per_batch=tpb)
+        emb = ForwardEngine(loaded, LAYERS, toks_per_batch=tpb)
         secs, _ = timed(lambda e=emb: sum(1 for _ in e.iter_residue_states(prots)))
         report["variants"][f"embedding alone bf16 (3 layers to host), {tpb} tokens/batch"] = {
             "seconds": round(secs, 2),

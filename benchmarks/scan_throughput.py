@@ -8,7 +8,7 @@ variant alike; on a shared 2-core machine single runs vary by +-10%):
   the engine's default), nothing kept
 - scan, 1 concept / 10 concepts: the whole `run_scan` (lazy FASTA, forward, one projection on
   the device, spans per concept, GFF3/TSV written and fsynced, checkpoint)
-- embedding alone: `Embedder` bringing layers 2, 4, 6 back to the host (what `embed` does)
+- embedding alone: the `ForwardEngine` bringing layers 2, 4, 6 back to the host (what `embed` does)
 - the scan engine alone, packed rows vs padded batches (why packed is the default on the CPU)
 
 `--memory N1,N2` scans N synthetic proteins (sequences sampled from the negative pools of
@@ -38,12 +38,11 @@ from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
 from esm_tcav.concepts.library import add_to_library
 from esm_tcav.engine.batching import packed_batches, padded_batches
-from esm_tcav.engine.embed import Embedder
-from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
+from esm_tcav.engine.forward import ForwardEngine, Projection
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_proteins, read_tmbed
 from esm_tcav.localize.scan import run_scan
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 LAYERS = [2, 4, 6]
 
@@ -93,9 +92,9 @@ def forward_only(
         with torch.inference_mode():
             for batch in padded_batches(lengths, toks_per_batch):
                 tokens, mask = loaded.alphabet.batch([proteins[i].sequence for i in batch])
-                loaded.run_layers(tokens, mask, [max(LAYERS)])
+                loaded.forward(tokens, mask, [max(LAYERS)])
         return
-    encoder = PackedEncoder(loaded)
+    encoder = loaded.packed_encoder()
     with torch.inference_mode():
         for batch in packed_batches(lengths, toks_per_batch):
             enc = [loaded.alphabet.encode(proteins[i].sequence) for i in batch]
@@ -124,7 +123,7 @@ def concept_stage(loaded, proteins: list[Protein], toks_per_batch: int, libs: di
     with torch.inference_mode():
         for batch in padded_batches(lengths, toks_per_batch):
             tokens, mask = loaded.alphabet.batch([proteins[i].sequence for i in batch])
-            kept.append((batch, loaded.run_layers(tokens, mask, LAYERS)))
+            kept.append((batch, loaded.forward(tokens, mask, LAYERS)))
     out = {}
     for name, root in libs.items():
         lib = load_library(root)
@@ -147,7 +146,7 @@ def engine_modes(loaded, proteins: list[Protein], toks_per_batch: int, repeats: 
     proj = Projection.from_cavs(concepts(10, loaded.spec.hidden_size), loaded.spec.hidden_size)
     out = {}
     for mode in ("padded", "packed"):
-        engine = ScanEngine(loaded, proj, toks_per_batch=toks_per_batch, mode=mode)
+        engine = ForwardEngine(loaded, projection=proj, toks_per_batch=toks_per_batch, mode=mode)
         list(engine.score(proteins[:4]))
         times = []
         for _ in range(repeats):
@@ -160,7 +159,8 @@ def engine_modes(loaded, proteins: list[Protein], toks_per_batch: int, repeats: 
 
 
 def embed_only(loaded, proteins: list[Protein], toks_per_batch: int) -> None:
-    for _ in Embedder(loaded, LAYERS, toks_per_batch=toks_per_batch).iter_residue_states(proteins):
+    engine = ForwardEngine(loaded, LAYERS, toks_per_batch=toks_per_batch)
+    for _ in engine.iter_residue_states(proteins):
         pass
 
 

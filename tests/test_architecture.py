@@ -137,3 +137,26 @@ def test_only_model_backends_import_model_libraries(name):
             if any(n == name or n.startswith(name + ".") for n in names):
                 offenders.append(module)
     assert not offenders, f"{name} imported outside models/: {sorted(set(offenders))}"
+
+
+BACKEND_MODULES = {"esm_tcav.models.esm2"}
+
+
+def test_only_backend_modules_know_a_model_family():
+    """ESM-2 (its transformers classes, its module) stays in models/esm2.py: the rest of the
+    package uses `models.base.ProteinLM` and `models.loading.load_model`, so a new backend is
+    one module plus a registry entry."""
+    offenders = []
+    graph = _graph()
+    for path in PKG.rglob("*.py"):
+        module = _module_name(path)
+        if module in BACKEND_MODULES:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "transformers":
+                if any(a.name.startswith("Esm") for a in node.names):
+                    offenders.append(f"{module} imports transformers' ESM classes")
+        if any(dep in BACKEND_MODULES for dep in graph[module]):
+            offenders.append(f"{module} imports a backend module directly")
+    assert not offenders, "\n".join(sorted(offenders))

@@ -11,7 +11,7 @@ import yaml
 
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.config import load_config
-from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.errors import ArtifactError, InputError
 from esm_tcav.io.proteins import Protein
 from esm_tcav.localize.detect import (
@@ -20,7 +20,7 @@ from esm_tcav.localize.detect import (
     run_detect,
     window_starts,
 )
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 from esm_tcav.run.context import RunContext
 
 MOTIF = "CWHCHWCYHWCH"  # residues the backgrounds never use
@@ -132,10 +132,11 @@ def test_sliding_window_scores_are_window_means(tiny_hf_folder, tiny_registry):
     rng = np.random.default_rng(1)
     cav = CAV("x", 2, (v := rng.normal(size=32).astype(np.float32)) / np.linalg.norm(v), 0.1)
     prot = Protein("p", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ")
-    emb = Embedder(m, [2])
+    emb = ForwardEngine(m, [2])
     ((_, got),) = list(iter_sliding_window_scores(emb, [prot], {2: cav}, window=10, stride=4))
     starts = window_starts(len(prot.sequence), 10, 4)
-    win = emb.forward_batch([prot.sequence[s : s + 10] for s in starts], ["w"] * len(starts))
+    pieces = [Protein(f"w{s}", prot.sequence[s : s + 10]) for s in starts]
+    win = [states for _, states in emb.iter_residue_states(pieces)]
     total, count = np.zeros(len(prot.sequence)), np.zeros(len(prot.sequence))
     for s, st in zip(starts, win, strict=True):
         total[s : s + 10] += cav.score_residues(st[2].mean(axis=0))

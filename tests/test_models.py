@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -6,12 +7,11 @@ import torch
 from transformers import EsmModel
 
 from esm_tcav.engine.batching import stitch, tile_starts
-from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.errors import ConfigError, ModelMismatchError
 from esm_tcav.io.proteins import Protein
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 from esm_tcav.models.registry import get_spec
-from esm_tcav.models.tokens import Alphabet
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKV", "ACDEFGHIKLMNPQRSTVWYXBUZO", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"]
 
@@ -33,7 +33,7 @@ def test_hf_folder_loads_and_matches_reference(tiny_hf_folder, tiny_registry):
     tokens, mask = m.alphabet.batch(SEQS)
     ref = EsmModel.from_pretrained(tiny_hf_folder, add_pooling_layer=False).eval()
     with torch.inference_mode():
-        ours = m.run_layers(tokens, mask, [0, 1, 3])
+        ours = m.forward(tokens, mask, [0, 1, 3])
         theirs = ref(input_ids=tokens, attention_mask=mask, output_hidden_states=True)
     for layer in (0, 1, 3):
         assert torch.allclose(ours[layer], theirs.hidden_states[layer], atol=1e-5)
@@ -44,7 +44,7 @@ def test_fair_esm_pt_equals_hf_folder(tiny_fair_pt, tiny_mlm_folder, tiny_regist
     b = load_model("tiny_esm2", tiny_mlm_folder, registry_file=tiny_registry)
     assert a.head_kind == b.head_kind == "masked_lm"
     assert a.fingerprint == b.fingerprint
-    ea, eb = Embedder(a, [1, 3]), Embedder(b, [1, 3])
+    ea, eb = ForwardEngine(a, [1, 3]), ForwardEngine(b, [1, 3])
     for (_, sa), (_, sb) in zip(
         ea.iter_residue_states(proteins()), eb.iter_residue_states(proteins()), strict=True
     ):
@@ -75,8 +75,8 @@ def test_bad_path_and_corrupt_pt(tmp_path):
 
 def test_batched_equals_one_by_one(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-    batched = dict((p.id, s) for p, s in Embedder(m, [2, 3]).iter_residue_states(proteins()))
-    single = Embedder(m, [2, 3], toks_per_batch=64)
+    batched = dict((p.id, s) for p, s in ForwardEngine(m, [2, 3]).iter_residue_states(proteins()))
+    single = ForwardEngine(m, [2, 3], toks_per_batch=64)
     for p in proteins():
         ((_, s),) = list(single.iter_residue_states([p]))
         assert s[3].shape == (len(p.sequence), 32)
@@ -86,10 +86,12 @@ def test_batched_equals_one_by_one(tiny_hf_folder, tiny_registry):
 def test_tiling_equals_untiled_when_protein_fits(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     prot = [Protein("long", "MKTAYIAKQRQISFVKSHFSRQ" * 5)]
-    ((_, full),) = list(Embedder(m, [3]).iter_residue_states(prot))
-    ((_, same),) = list(Embedder(m, [3], window=110, tile_overlap=20).iter_residue_states(prot))
+    ((_, full),) = list(ForwardEngine(m, [3]).iter_residue_states(prot))
+    same_engine = ForwardEngine(m, [3], window=110, tile_overlap=20)
+    ((_, same),) = list(same_engine.iter_residue_states(prot))
     assert np.array_equal(full[3], same[3])
-    ((_, tiled),) = list(Embedder(m, [3], window=40, tile_overlap=12).iter_residue_states(prot))
+    tiled_engine = ForwardEngine(m, [3], window=40, tile_overlap=12)
+    ((_, tiled),) = list(tiled_engine.iter_residue_states(prot))
     assert tiled[3].shape == full[3].shape
     assert np.corrcoef(tiled[3].ravel(), full[3].ravel())[0, 1] > 0.5
 
@@ -107,15 +109,15 @@ def test_tile_starts_and_stitch_pick_the_central_tile():
 
 def test_guardrail_corrects_tokenizer_without_bos(tiny_hf_folder, tiny_registry, tmp_path):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-    no_bos = Alphabet(m.alphabet.vocab, prepend_bos=False)
-    emb = Embedder(m, [3], log_dir=tmp_path, alphabet=no_bos)
+    no_bos = dataclasses.replace(m.alphabet, prepend_bos=False)
+    emb = ForwardEngine(m, [3], log_dir=tmp_path, alphabet=no_bos)
     out = list(emb.iter_residue_states(proteins()))
     assert all(s[3].shape[0] == len(p.sequence) for p, s in out)
     log_file = tmp_path / "indexing_corrections.jsonl"
     lines = [json.loads(x) for x in log_file.read_text().splitlines()]
     assert len(lines) == len(SEQS)
     assert {ln["actual_offset"] for ln in lines} == {0}
-    ok = Embedder(m, [3], log_dir=tmp_path / "ok")
+    ok = ForwardEngine(m, [3], log_dir=tmp_path / "ok")
     list(ok.iter_residue_states(proteins()))
     assert not (tmp_path / "ok" / "indexing_corrections.jsonl").exists()
 
@@ -123,10 +125,10 @@ def test_guardrail_corrects_tokenizer_without_bos(tiny_hf_folder, tiny_registry,
 @pytest.mark.slow
 def test_t6_batched_vs_single_and_tiling(t6):
     prots = [Protein(f"q{i}", s * 4) for i, s in enumerate(SEQS)]
-    batched = {p.id: s for p, s in Embedder(t6, [2, 6]).iter_residue_states(prots)}
+    batched = {p.id: s for p, s in ForwardEngine(t6, [2, 6]).iter_residue_states(prots)}
     worst = 0.0
     for p in prots:
-        ((_, s),) = list(Embedder(t6, [2, 6], toks_per_batch=64).iter_residue_states([p]))
+        ((_, s),) = list(ForwardEngine(t6, [2, 6], toks_per_batch=64).iter_residue_states([p]))
         worst = max(worst, float(np.abs(s[6] - batched[p.id][6]).max()))
     print(f"max abs diff batched vs one-by-one: {worst:.2e}")
     assert worst < 1e-3
@@ -134,10 +136,9 @@ def test_t6_batched_vs_single_and_tiling(t6):
 
 def test_packed_embedder_equals_hugging_face_padded(tiny_hf_folder, tiny_registry):
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-    packed = {p.id: s for p, s in Embedder(m, [0, 2, 3]).iter_residue_states(proteins())}
-    padded = {
-        p.id: s for p, s in Embedder(m, [0, 2, 3], mode="padded").iter_residue_states(proteins())
-    }
+    packed = {p.id: s for p, s in ForwardEngine(m, [0, 2, 3]).iter_residue_states(proteins())}
+    reference = ForwardEngine(m, [0, 2, 3], mode="padded")
+    padded = {p.id: s for p, s in reference.iter_residue_states(proteins())}
     for pid, states in padded.items():
         for layer in (0, 2, 3):
             assert np.abs(states[layer] - packed[pid][layer]).max() < 1e-4

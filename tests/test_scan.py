@@ -21,8 +21,7 @@ from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
 from esm_tcav.concepts.library import add_to_library, load_library
 from esm_tcav.engine.batching import packed_batches, padded_batches, padding_fraction
-from esm_tcav.engine.embed import Embedder
-from esm_tcav.engine.packed import PackedEncoder, Projection, ScanEngine
+from esm_tcav.engine.forward import ForwardEngine, Projection
 from esm_tcav.errors import ArtifactError, ConfigError, InputError, ModelMismatchError
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import iter_fasta, validate_fasta
@@ -33,7 +32,7 @@ from esm_tcav.localize.scan import (
     run_scan,
     slurm_commands,
 )
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 BACKGROUND = list("ADEFGIKLMNPQRSTVY")  # no W: W runs are the planted concept
 RUN = 8
@@ -70,7 +69,7 @@ def tiny(tiny_hf_folder, tiny_registry):
 def planted_cav(loaded, layer: int) -> CAV:
     rng = np.random.default_rng(0)
     cal = [_protein(rng, f"cal{i}", 120, [20, 70]) for i in range(6)]
-    states = {p.id: s[layer] for p, s in Embedder(loaded, [layer]).iter_residue_states(cal)}
+    states = {p.id: s[layer] for p, s in ForwardEngine(loaded, [layer]).iter_residue_states(cal)}
     X = np.concatenate([states[p.id] for p in cal])
     y = np.concatenate([np.array([c == "W" for c in p.sequence]) for p in cal])
     d = X[y].mean(0) - X[~y].mean(0)
@@ -165,7 +164,7 @@ def test_packed_forward_matches_hf_esm_model(tiny_hf_folder, tiny_registry, dtyp
     positions = torch.cat([torch.arange(n) for n in lengths])
     tokens, mask = loaded.alphabet.batch(seqs)
     with torch.inference_mode():
-        out = PackedEncoder(loaded)(
+        out = loaded.packed_encoder()(
             flat, torch.tensor(cu, dtype=torch.int32), cu, positions, max(lengths), [0, 1, 3]
         )
         hs = ref(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states
@@ -189,7 +188,7 @@ def test_packed_forward_handles_mask_tokens_like_hf(tiny):
         tokens[r, : len(e)] = torch.tensor(e)
         mask[r, : len(e)] = 1
     with torch.inference_mode():
-        ours = PackedEncoder(tiny)(
+        ours = tiny.packed_encoder()(
             torch.tensor([t for e in enc for t in e]),
             torch.tensor(cu, dtype=torch.int32),
             cu,
@@ -197,7 +196,7 @@ def test_packed_forward_handles_mask_tokens_like_hf(tiny):
             max(lengths),
             [2],
         )[2]
-        ref = tiny.run_layers(tokens, mask, [2])[2]
+        ref = tiny.forward(tokens, mask, [2])[2]
     for r in range(2):
         assert torch.allclose(ours[cu[r] : cu[r + 1]], ref[r, : lengths[r]], atol=1e-5)
 
@@ -220,16 +219,16 @@ def test_engine_scores_equal_embedder_states_projected(tiny, mode):
     proteins = [p for p, _ in planted_proteins(6)] + [
         Protein("long", "".join(np.random.default_rng(5).choice(BACKGROUND, 150)))
     ]
-    engine = ScanEngine(
+    engine = ForwardEngine(
         tiny,
-        Projection.from_cavs(cavs, 32),
+        projection=Projection.from_cavs(cavs, 32),
         toks_per_batch=200,
         window=64,
         tile_overlap=16,
         mode=mode,
     )
     got = dict(engine.score(proteins))
-    emb = Embedder(
+    emb = ForwardEngine(
         tiny, [1, 3], toks_per_batch=200, window=64, tile_overlap=16, mode="padded"
     )  # the Hugging Face modules as the reference
     index = {p.id: i for i, p in enumerate(proteins)}
@@ -279,8 +278,8 @@ def test_one_vs_ten_concepts_give_the_same_scores_and_spans(tiny, planted, tmp_p
     trp = planted["cavs"][0]
     many = [trp] + [random_cav(f"r{i}", 1 + i % 3, 32, 10 + i) for i in range(9)]
     proteins = [p for p, _ in planted["items"]]
-    one = dict(ScanEngine(tiny, Projection.from_cavs([trp], 32)).score(proteins))
-    ten = dict(ScanEngine(tiny, Projection.from_cavs(many, 32)).score(proteins))
+    one = dict(ForwardEngine(tiny, projection=Projection.from_cavs([trp], 32)).score(proteins))
+    ten = dict(ForwardEngine(tiny, projection=Projection.from_cavs(many, 32)).score(proteins))
     for i in range(len(proteins)):
         assert ten[i].shape[1] == 10
         np.testing.assert_allclose(one[i][:, 0], ten[i][:, 0], atol=1e-5)
@@ -303,9 +302,9 @@ def test_bfloat16_path_agrees_with_float32(tiny_hf_folder, tiny_registry, plante
     assert bf16.dtype == torch.bfloat16 and bf16.fingerprint == ref.fingerprint
     proteins = [p for p, _ in planted["items"]]
     proj = Projection.from_cavs(planted["cavs"], 32)
-    want = dict(ScanEngine(ref, proj, mode="padded").score(proteins))
+    want = dict(ForwardEngine(ref, projection=proj, mode="padded").score(proteins))
     for mode in ("packed", "padded"):
-        got = dict(ScanEngine(bf16, proj, mode=mode).score(proteins))
+        got = dict(ForwardEngine(bf16, projection=proj, mode=mode).score(proteins))
         for i in range(len(proteins)):
             scale = np.abs(want[i]).max(axis=0) + 1e-3
             err = np.abs(got[i] - want[i]).max(axis=0) / scale
@@ -360,13 +359,13 @@ def test_resume_after_a_kill_rescans_nothing_and_matches(tiny, planted, tmp_path
     assert (out / "scan.tsv").stat().st_size > state["offsets"]["scan.tsv"]  # uncommitted tail
 
     scored: list[str] = []
-    original = ScanEngine.score
+    original = ForwardEngine.score
 
     def counting(self, proteins):
         scored.extend(p.id for p in proteins)
         return original(self, proteins)
 
-    monkeypatch.setattr(ScanEngine, "score", counting)
+    monkeypatch.setattr(ForwardEngine, "score", counting)
     summary = run_scan(
         planted["fasta"], planted["lib"], out, loaded=tiny, chunk_proteins=3, progress=False
     )

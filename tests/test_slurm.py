@@ -111,7 +111,7 @@ def test_sharded_scan_on_the_cluster_equals_a_local_scan(
     from esm_tcav.concepts.concept import Concept
     from esm_tcav.concepts.library import add_to_library
     from esm_tcav.localize.scan import run_scan
-    from esm_tcav.models.esm2 import load_model
+    from esm_tcav.models.loading import load_model
     from esm_tcav.run.slurm import run_slurm_scan
     from tests.test_scan import planted_cav, planted_proteins, write_fasta
 

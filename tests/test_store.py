@@ -5,11 +5,11 @@ import pytest
 from typer.testing import CliRunner
 
 from esm_tcav.cli import app
-from esm_tcav.engine.embed import Embedder
+from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.proteins import Protein, Span
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 PROTS = [
     Protein("a", "MKTAYIAKQRQISFVKSHFSRQ", (Span(3, 9, "x"),)),
@@ -24,7 +24,7 @@ def tiny(tiny_hf_folder, tiny_registry):
 
 
 def test_store_roundtrip_memory_mapped(tiny, tmp_path):
-    items = list(Embedder(tiny, [1, 3]).iter_residue_states(PROTS))
+    items = list(ForwardEngine(tiny, [1, 3]).iter_residue_states(PROTS))
     store = EmbeddingStore(tmp_path, tiny.fingerprint, residue_dtype="float32")
     store.write_shard(items)
     again = EmbeddingStore(tmp_path, tiny.fingerprint, residue_dtype="float32")
@@ -41,7 +41,7 @@ def test_store_roundtrip_memory_mapped(tiny, tmp_path):
 
 
 def test_killed_write_leaves_no_shard(tiny, tmp_path, monkeypatch):
-    items = list(Embedder(tiny, [1]).iter_residue_states(PROTS))
+    items = list(ForwardEngine(tiny, [1]).iter_residue_states(PROTS))
     store = EmbeddingStore(tmp_path, tiny.fingerprint)
     import esm_tcav.engine.store as store_mod
 
@@ -63,7 +63,7 @@ def test_killed_write_leaves_no_shard(tiny, tmp_path, monkeypatch):
 
 def test_corrupt_index_is_a_clear_error(tiny, tmp_path):
     store = EmbeddingStore(tmp_path, tiny.fingerprint)
-    store.write_shard(list(Embedder(tiny, [1]).iter_residue_states(PROTS)))
+    store.write_shard(list(ForwardEngine(tiny, [1]).iter_residue_states(PROTS)))
     index = next(tmp_path.glob("*/shard-*/index.json"))
     index.write_text("{broken")
     with pytest.raises(ArtifactError, match="unreadable shard index"):

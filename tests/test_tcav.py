@@ -18,7 +18,7 @@ from esm_tcav.concepts.tcav import (
     tcav_scores,
 )
 from esm_tcav.errors import ConfigError, ModelMismatchError
-from esm_tcav.models.esm2 import load_model
+from esm_tcav.models.loading import load_model
 
 from .conftest import tiny_config
 
@@ -28,8 +28,7 @@ SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKVLAC", "ACDEFGHIKLMNPQRSTVWY"]
 @pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
 def test_directional_derivative_matches_finite_difference(fixture, request, tiny_registry):
     m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
-    m.encoder.double()
-    m.head.double()
+    m.to(dtype=torch.float64)
     kind = target_kind(m)
     assert kind == ("sequence_classification" if fixture == "tiny_hf_folder" else "masked_lm")
     target = make_target(m, kind, 1)
@@ -41,7 +40,7 @@ def test_directional_derivative_matches_finite_difference(fixture, request, tiny
     for layer in (0, 1, 2, 3):
         s = summed_gradients(m, SEQS, layer, target) @ v
         with torch.no_grad():
-            h = m.run_layers(tokens, mask, [layer])[layer]
+            h = m.forward(tokens, mask, [layer])[layer]
         step = torch.zeros_like(h)
         for row, seq in enumerate(SEQS):
             step[row, 1 : 1 + len(seq)] = torch.from_numpy(v)

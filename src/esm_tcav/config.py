@@ -258,7 +258,7 @@ class ScanSettings(_Section):
     dtype: Dtype = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
     model_path: str | None = None  # default: the checkpoint recorded in the library
     registry_file: str | None = None
-    engine: str = "auto"  # auto, padded or packed (see engine.packed)
+    engine: str = "auto"  # auto, padded or packed (see engine.forward)
     chunk_proteins: int = Field(512, ge=1)  # proteins per checkpointed chunk
 
     @classmethod

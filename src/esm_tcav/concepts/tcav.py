@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from esm_tcav.concepts.stats import add_qvalues, compare_to_randoms, tcav_verdict
+from esm_tcav.engine.batching import padded_batches
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_text, replace_dir, save_figure
@@ -60,14 +61,14 @@ HEADLESS_HINT = (
 
 def target_kind(loaded, wanted: str = "auto") -> str:
     """The head the TCAV target is taken from; a clear error when there is none."""
-    if loaded.head is None or loaded.head_kind is None:
+    if loaded.head_kind is None:
         raise ModelMismatchError(
-            f"model {loaded.spec.name} ({loaded.source}) has no classification or masked-LM "
+            f"model {loaded.name} ({loaded.source}) has no classification or masked-LM "
             f"head, so there is no output to take TCAV derivatives of. {HEADLESS_HINT}"
         )
     if wanted != "auto" and wanted != loaded.head_kind:
         raise ConfigError(
-            f"tcav.target is {wanted!r} but model {loaded.spec.name} has a {loaded.head_kind} "
+            f"tcav.target is {wanted!r} but model {loaded.name} has a {loaded.head_kind} "
             "head; set tcav.target: auto or use a checkpoint with that head"
         )
     return loaded.head_kind
@@ -80,13 +81,13 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 def make_target(loaded, kind: str, target_class: int = 1) -> Target:
     """f(final states [B,T,H], tokens [B,T], residue mask [B,T]) -> one value per protein."""
-    head = loaded.head
+    head = loaded.head_logits
     if kind == "sequence_classification":
-        n_classes = head.out_proj.out_features
+        n_classes = loaded.num_classes
         if not 0 <= target_class < n_classes:
             raise ConfigError(
                 f"tcav.target_class {target_class} out of range: the head of "
-                f"{loaded.spec.name} has {n_classes} classes (0..{n_classes - 1})"
+                f"{loaded.name} has {n_classes} classes (0..{n_classes - 1})"
             )
 
         def logit(final, tokens, residues):
@@ -121,10 +122,10 @@ def summed_gradients(loaded, seqs: list[str], layer: int, target: Target) -> np.
     tokens, mask = loaded.alphabet.batch(seqs)
     device = loaded.device
     tokens, mask = tokens.to(device), mask.to(device)
-    offset = 1 if loaded.alphabet.prepend_bos else 0
+    offset = loaded.residue_offset
     residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], offset).to(device)
     with torch.no_grad():
-        h = loaded.run_layers(tokens, mask, [layer])[layer]
+        h = loaded.forward(tokens, mask, [layer])[layer]
     h = h.detach().requires_grad_(True)
     with torch.enable_grad():
         final = loaded.forward_from(layer, h, mask)
@@ -139,11 +140,10 @@ def target_values(
 ) -> torch.Tensor:
     """f for a batch, optionally from a given state at `layer` (used by the gradient check)."""
     tokens, mask = loaded.alphabet.batch(seqs)
-    offset = 1 if loaded.alphabet.prepend_bos else 0
-    residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], offset)
+    residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], loaded.residue_offset)
     with torch.no_grad():
         if hidden is None:
-            hidden = loaded.run_layers(tokens, mask, [layer])[layer]
+            hidden = loaded.forward(tokens, mask, [layer])[layer]
         return target(loaded.forward_from(layer, hidden, mask), tokens, residues)
 
 
@@ -178,17 +178,6 @@ def _pick_proteins(ctx: StageContext) -> list:
     return positives
 
 
-def _batches(seqs: list[str], budget: int) -> list[list[int]]:
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out: list[list[int]] = []
-    for i in order:
-        if out and (len(seqs[out[-1][0]]) + 2) * (len(out[-1]) + 1) <= budget:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
 def run_tcav(ctx: StageContext) -> dict:
     """TCAV scores of the concept and random CAVs at every trained layer, with t-test and q."""
     from esm_tcav.concepts.artifacts import load_concept
@@ -206,7 +195,7 @@ def run_tcav(ctx: StageContext) -> dict:
                 ctx.model_name,
                 layer,
                 fingerprint=loaded.fingerprint,
-                hidden_size=loaded.spec.hidden_size,
+                hidden_size=loaded.hidden_size,
             )
         except ArtifactError as exc:
             skipped[layer] = str(exc)
@@ -217,7 +206,7 @@ def run_tcav(ctx: StageContext) -> dict:
             f"{ctx.layers}: {next(iter(skipped.values()), '')}"
         )
     proteins = _pick_proteins(ctx)
-    limit = loaded.spec.max_residues
+    limit = loaded.max_residues
     seqs = [p.sequence[:limit] for p in proteins]
     truncated = [p.id for p in proteins if len(p.sequence) > limit]
     if truncated:
@@ -228,12 +217,12 @@ def run_tcav(ctx: StageContext) -> dict:
             truncated[0],
         )
     budget = max(cfg.embed.toks_per_batch // 2, limit + 2)
-    batches = _batches(seqs, budget)
+    batches = padded_batches([len(s) for s in seqs], budget)
 
     layers_out: dict[str, dict] = {}
     with progress_bar(len(arts) * len(seqs), f"tcav ({kind})") as advance:
         for layer, art in arts.items():
-            grads = np.zeros((len(seqs), loaded.spec.hidden_size))
+            grads = np.zeros((len(seqs), loaded.hidden_size))
             for idx in batches:
                 grads[idx] = summed_gradients(loaded, [seqs[i] for i in idx], layer, target)
                 advance(len(idx), sum(len(seqs[i]) for i in idx))

@@ -67,7 +67,7 @@ def padded_batches(lengths: Sequence[int], toks_per_batch: int) -> list[list[int
     """Indices grouped longest first so that width x rows stays under the token budget.
 
     Sorting by length is what keeps padding small: every row of a batch is within a few
-    residues of the longest one. (Same rule as `Embedder`, so timings compare fairly.)
+    residues of the longest one. Used by the forward engine and by TCAV's gradient batches.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     batches: list[list[int]] = []

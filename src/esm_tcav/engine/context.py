@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from esm_tcav.config import Config
     from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.io.proteins import Protein
-    from esm_tcav.models.esm2 import LoadedModel
+    from esm_tcav.models.base import ProteinLM
 
 
 class ConceptData(Protocol):
@@ -42,7 +42,7 @@ class StageContext(Protocol):
         ...
 
     @property
-    def loaded(self) -> LoadedModel: ...
+    def loaded(self) -> ProteinLM: ...
 
     @property
     def layers(self) -> list[int]: ...

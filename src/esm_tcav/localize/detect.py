@@ -48,7 +48,8 @@ import numpy as np
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
 from esm_tcav.engine.context import StageContext
-from esm_tcav.engine.embed import Embedder, make_embedder
+from esm_tcav.engine.embed import make_engine
+from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
 from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
@@ -86,7 +87,7 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 def iter_one_pass_scores(
-    embedder: Embedder,
+    embedder: ForwardEngine,
     proteins: Iterable[Protein],
     cavs: dict[int, CAV],
 ) -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
@@ -96,7 +97,7 @@ def iter_one_pass_scores(
 
 
 def iter_sliding_window_scores(
-    embedder: Embedder,
+    embedder: ForwardEngine,
     proteins: Iterable[Protein],
     cavs: dict[int, CAV],
     window: int,
@@ -325,7 +326,7 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
                     },
                 )
     else:
-        embedder = make_embedder(cfg, ctx.loaded, sorted(cavs))
+        embedder = make_engine(cfg, ctx.loaded, sorted(cavs))
 
         def scored() -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
             if mode == "one-pass":

@@ -1,7 +1,7 @@
 """`esm-tcav scan`: every concept of a library along every protein of a FASTA, streaming.
 
 One forward pass per protein (tiles for long ones) gives all tapped layers at once; one matrix
-product on the device turns them into a score per residue and concept (`gpu.ScanEngine`); spans
+product on the device turns them into a score per residue and concept (`ForwardEngine`); spans
 per concept use that concept's smoothing, threshold, minimum length and merge gap (the same
 functions as `detect`, so a scan and a detect run call the same spans).
 
@@ -43,7 +43,7 @@ from esm_tcav.concepts.library import Library, load_library
 from esm_tcav.config import SCAN_DEFAULTS as _D
 from esm_tcav.config import ScanSettings
 from esm_tcav.engine.batching import release_heap
-from esm_tcav.engine.packed import Projection, ScanEngine, describe_device
+from esm_tcav.engine.forward import ForwardEngine, Projection, describe_device
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, atomic_write_with, read_json
 from esm_tcav.io.proteins import Protein
@@ -190,7 +190,7 @@ def load_scan_model(
     """The library's model in `dtype`, checked against the library's fingerprint (which
     identifies the checkpoint as stored, whatever dtype it is loaded in). Without
     `model_path`/`registry_file`, those recorded in the library (if any) are used."""
-    from esm_tcav.models.esm2 import load_model
+    from esm_tcav.models.loading import load_model
 
     model_path = model_path or lib.model.get("path")
     registry_file = registry_file or lib.model.get("registry_file")
@@ -283,8 +283,8 @@ def run_scan(
     resumed_from = state["chunks_done"]
 
     proj = Projection.from_cavs([c.cav for c in lib.concepts], loaded.spec.hidden_size)
-    scan_engine = ScanEngine(
-        loaded, proj, toks_per_batch=toks_per_batch, mode=engine, log_dir=folder
+    scan_engine = ForwardEngine(
+        loaded, projection=proj, toks_per_batch=toks_per_batch, mode=engine, log_dir=folder
     )
     outputs = _Outputs(folder, _headers(lib), state["offsets"])
     if state["offsets"] is None:
@@ -383,7 +383,7 @@ def _summary(
     folder: Path,
     shard,
     loaded,
-    engine: ScanEngine,
+    engine: ForwardEngine,
     n_records: int,
     lo: int,
     hi: int,

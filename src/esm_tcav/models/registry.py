@@ -1,4 +1,8 @@
-"""The model registry: expected shapes of every supported ESM-2 checkpoint, shipped as YAML."""
+"""The model registry: expected shapes of every supported checkpoint, shipped as YAML.
+
+Each entry names its backend (`backend: esm2` by default): a module of `esm_tcav.models` or,
+in a user's registry file, an import path (`package.module` or `package.module:loader`).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ class ModelSpec:
     name: str
     hidden_size: int
     num_layers: int
-    num_heads: int
     default_taps: tuple[int, ...]
+    num_heads: int = 0
+    backend: str = "esm2"
     max_tokens: int = 1024
     source: dict = field(default_factory=dict)
     description: str = ""
@@ -51,14 +56,15 @@ class ModelSpec:
 
 
 def _parse(doc: dict, origin: str, vocab: tuple[str, ...] = ()) -> dict[str, ModelSpec]:
-    """Registry entries; a user file without `vocab` inherits ESM-2's from the built-in one."""
+    """Registry entries; an ESM-2 entry without `vocab` inherits the built-in ESM-2 one."""
     vocab = tuple(doc.get("vocab", vocab))
     specs = {}
     for name, entry in (doc.get("models") or {}).items():
+        esm2 = entry.get("backend", "esm2") == "esm2"
         try:
             specs[name] = ModelSpec(
                 name=name,
-                vocab=tuple(entry.pop("vocab", vocab)),
+                vocab=tuple(entry.pop("vocab", vocab if esm2 else ())),
                 default_taps=tuple(entry.pop("default_taps")),
                 **entry,
             )

@@ -16,7 +16,8 @@ from esm_tcav.engine.embed import embed_into_store, open_store
 from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.io.files import atomic_write_text
 from esm_tcav.io.proteins import Protein
-from esm_tcav.models.esm2 import LoadedModel, load_model
+from esm_tcav.models.base import ProteinLM
+from esm_tcav.models.loading import load_model
 from esm_tcav.run.dataset import Dataset, load_dataset, write_split
 
 log = logging.getLogger("esm_tcav")
@@ -38,7 +39,7 @@ class RunContext:
         self.cfg = cfg
         self.out = cfg.out
         self._prepared = False
-        self._loaded: LoadedModel | None = None
+        self._loaded: ProteinLM | None = None
         self._layers: list[int] | None = None
         self._dataset: Dataset | None = None
         self._store: EmbeddingStore | None = None
@@ -64,7 +65,7 @@ class RunContext:
         return self._loaded is not None
 
     @property
-    def loaded(self) -> LoadedModel:
+    def loaded(self) -> ProteinLM:
         if self._loaded is None:
             self.prepare()
             m = self.cfg.model
@@ -78,7 +79,7 @@ class RunContext:
             )
         return self._loaded
 
-    def use_model(self, loaded: LoadedModel) -> None:
+    def use_model(self, loaded: ProteinLM) -> None:
         """Share a model loaded elsewhere (same model section), instead of loading it again."""
         self._loaded = loaded
         self._layers = None

@@ -31,7 +31,7 @@ from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
 
 if TYPE_CHECKING:
-    from esm_tcav.models.esm2 import LoadedModel
+    from esm_tcav.models.base import ProteinLM
     from esm_tcav.run.context import RunContext
 
 log = logging.getLogger("esm_tcav.library")
@@ -111,7 +111,7 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
 # ---------------------------------------------------------------------- building
 
 
-def _shared_context(cfg: Config, loaded: LoadedModel | None, store_root: Path) -> RunContext:
+def _shared_context(cfg: Config, loaded: ProteinLM | None, store_root: Path) -> RunContext:
     """A RunContext that reuses one loaded model and one embedding store for every concept."""
     from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
