@@ -160,3 +160,16 @@ def test_only_backend_modules_know_a_model_family():
         if any(dep in BACKEND_MODULES for dep in graph[module]):
             offenders.append(f"{module} imports a backend module directly")
     assert not offenders, "\n".join(sorted(offenders))
+
+
+def test_the_architecture_doc_names_every_module():
+    """docs/ARCHITECTURE.md is the map a maintainer reads first: it must not miss a module
+    (regenerate its table with `python scripts/architecture_table.py`)."""
+    doc = (PKG.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    missing = [
+        path.relative_to(PKG).as_posix()
+        for path in sorted(PKG.rglob("*.py"))
+        if path.name != "__init__.py" or path.parent == PKG
+        if f"`{path.relative_to(PKG).as_posix()}`" not in doc
+    ]
+    assert not missing, f"docs/ARCHITECTURE.md does not name: {missing}"
