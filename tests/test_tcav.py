@@ -11,6 +11,7 @@ import torch
 from transformers import EsmModel
 
 from esm_tcav.concepts.tcav import (
+    layer_gradients,
     make_target,
     summed_gradients,
     target_kind,
@@ -53,6 +54,24 @@ def test_directional_derivative_matches_finite_difference(fixture, request, tiny
             assert np.all(s == 0)
         else:
             assert np.all(np.abs(s) > 1e-6)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
+def test_one_backward_pass_gives_every_layer_as_one_pass_per_layer_does(
+    fixture, request, tiny_registry
+):
+    """The derivatives at layers 0..3 from ONE forward/backward pass (the intermediate states
+    stay in the graph) equal those of a separate pass per layer, which the finite-difference
+    test above validates."""
+    m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
+    m.to(dtype=torch.float64)
+    target = make_target(m, target_kind(m), 1)
+    together = layer_gradients(m, SEQS, [3, 0, 2, 1], target)
+    assert sorted(together) == [0, 1, 2, 3]
+    for layer in range(4):
+        alone = summed_gradients(m, SEQS, layer, target)
+        assert np.allclose(together[layer], alone, rtol=1e-10, atol=1e-12), layer
+    assert np.abs(together[1]).max() > 1e-6
 
 
 def test_batched_gradients_equal_one_by_one(tiny_hf_folder, tiny_registry):

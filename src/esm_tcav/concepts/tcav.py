@@ -113,26 +113,46 @@ def _residue_mask(lengths: list[int], width: int, offset: int) -> torch.Tensor:
     return mask
 
 
-def summed_gradients(loaded, seqs: list[str], layer: int, target: Target) -> np.ndarray:
-    """g = Σ_residues ∂f/∂h_i at `layer`, one row [H] per sequence (float64).
+def layer_gradients(
+    loaded, seqs: list[str], layers: list[int], target: Target
+) -> dict[int, np.ndarray]:
+    """g_l = Σ_residues ∂f/∂h_i at every layer l, one row [H] per sequence (float64).
 
-    The forward pass up to the layer runs without autograd; the tapped state becomes a leaf that
-    requires grad (the model's weights stay frozen), and f is continued from there.
+    One forward pass without autograd up to the shallowest layer; its state becomes a leaf
+    that requires grad (the weights stay frozen), the model continues from there through every
+    other tapped layer to f, and ONE backward pass gives the derivatives at all of them (a
+    derivative at an intermediate state is the derivative of f with respect to that state).
+    Backends without `forward_between` raise NotImplementedError for more than one layer.
     """
+    layers = sorted(layers)
     tokens, mask = loaded.alphabet.batch(seqs)
     device = loaded.device
     tokens, mask = tokens.to(device), mask.to(device)
     offset = loaded.residue_offset
     residues = _residue_mask([len(s) for s in seqs], tokens.shape[1], offset).to(device)
     with torch.no_grad():
-        h = loaded.forward(tokens, mask, [layer])[layer]
+        h = loaded.forward(tokens, mask, [layers[0]])[layers[0]]
     h = h.detach().requires_grad_(True)
     with torch.enable_grad():
-        final = loaded.forward_from(layer, h, mask)
+        states, prev = {layers[0]: h}, layers[0]
+        for layer in layers[1:]:
+            states[layer] = loaded.forward_between(prev, layer, states[prev], mask)
+            prev = layer
+        final = loaded.forward_from(prev, states[prev], mask)
         f = target(final, tokens, residues)
-        (grad,) = torch.autograd.grad(f.sum(), h)
-    grad = grad.double() * residues.unsqueeze(-1).double()
-    return grad.sum(1).cpu().numpy()
+        grads = torch.autograd.grad(f.sum(), [states[x] for x in layers], allow_unused=True)
+    weight = residues.unsqueeze(-1).double()
+    return {
+        layer: np.zeros((len(seqs), h.shape[-1]))
+        if g is None
+        else (g.double() * weight).sum(1).cpu().numpy()
+        for layer, g in zip(layers, grads, strict=True)
+    }
+
+
+def summed_gradients(loaded, seqs: list[str], layer: int, target: Target) -> np.ndarray:
+    """g = Σ_residues ∂f/∂h_i at one `layer`, one row [H] per sequence (float64)."""
+    return layer_gradients(loaded, seqs, [layer], target)[layer]
 
 
 def target_values(
@@ -181,7 +201,6 @@ def _pick_proteins(ctx: StageContext) -> list:
 def run_tcav(ctx: StageContext) -> dict:
     """TCAV scores of the concept and random CAVs at every trained layer, with t-test and q."""
     from esm_tcav.concepts.artifacts import load_concept
-    from esm_tcav.ui import progress_bar
 
     cfg = ctx.cfg
     loaded = ctx.loaded
@@ -219,30 +238,29 @@ def run_tcav(ctx: StageContext) -> dict:
     budget = max(cfg.embed.toks_per_batch // 2, limit + 2)
     batches = padded_batches([len(s) for s in seqs], budget)
 
+    grads = _all_layer_gradients(loaded, seqs, sorted(arts), batches, target, kind)
     layers_out: dict[str, dict] = {}
-    with progress_bar(len(arts) * len(seqs), f"tcav ({kind})") as advance:
-        for layer, art in arts.items():
-            grads = np.zeros((len(seqs), loaded.hidden_size))
-            for idx in batches:
-                grads[idx] = summed_gradients(loaded, [seqs[i] for i in idx], layer, target)
-                advance(len(idx), sum(len(seqs[i]) for i in idx))
-            concept = tcav_scores(grads @ art.cav.direction.astype(np.float64))
-            rand = [tcav_scores(grads @ r.direction.astype(np.float64)) for r in art.randoms]
-            stats_ = compare_to_randoms(concept["score"], [r["score"] for r in rand])
-            mag = compare_to_randoms(concept["magnitude"], [r["magnitude"] for r in rand])
-            flat = not np.any(grads)
-            if flat:  # e.g. the last layer under a classification head that reads only BOS
-                stats_.update(t=None, p=None, p_empirical=None)
-                mag.update(t=None, p=None)
-            layers_out[str(layer)] = {
-                "cav_version": art.version,
-                "testable": not flat,
-                **concept,
-                **stats_,
-                "magnitude_test": {k: mag[k] for k in ("t", "p", "random_mean", "random_sd")},
-                "random_scores": [r["score"] for r in rand],
-                "random_magnitudes": [r["magnitude"] for r in rand],
-            }
+    for layer, art in arts.items():
+        grads_l = grads[layer]
+        directions = np.stack([art.cav.direction, *(r.direction for r in art.randoms)])
+        derivatives = grads_l @ directions.astype(np.float64).T  # [proteins, 1 + N]
+        concept = tcav_scores(derivatives[:, 0])
+        rand = [tcav_scores(derivatives[:, i]) for i in range(1, derivatives.shape[1])]
+        stats_ = compare_to_randoms(concept["score"], [r["score"] for r in rand])
+        mag = compare_to_randoms(concept["magnitude"], [r["magnitude"] for r in rand])
+        flat = not np.any(grads_l)
+        if flat:  # e.g. the last layer under a classification head that reads only BOS
+            stats_.update(t=None, p=None, p_empirical=None)
+            mag.update(t=None, p=None)
+        layers_out[str(layer)] = {
+            "cav_version": art.version,
+            "testable": not flat,
+            **concept,
+            **stats_,
+            "magnitude_test": {k: mag[k] for k in ("t", "p", "random_mean", "random_sd")},
+            "random_scores": [r["score"] for r in rand],
+            "random_magnitudes": [r["magnitude"] for r in rand],
+        }
     alpha = cfg.evaluate.alpha
     add_qvalues(layers_out, alpha, say=tcav_verdict, record_alpha=False)
     result = {
@@ -299,6 +317,31 @@ def run_tcav(ctx: StageContext) -> dict:
             for k, v in layers_out.items()
         },
     }
+
+
+def _all_layer_gradients(
+    loaded, seqs: list[str], layers: list[int], batches: list[list[int]], target: Target, kind: str
+) -> dict[int, np.ndarray]:
+    """Summed gradients [proteins, H] at every layer: one pass per batch for all layers where
+    the backend can stop between layers, else one pass per batch and layer."""
+    from esm_tcav.ui import progress_bar
+
+    grads = {layer: np.zeros((len(seqs), loaded.hidden_size)) for layer in layers}
+    groups = [layers]
+    with progress_bar(len(seqs), f"tcav ({kind})") as advance:
+        for idx in batches:
+            batch = [seqs[i] for i in idx]
+            for group in groups:
+                try:
+                    for layer, g in layer_gradients(loaded, batch, group, target).items():
+                        grads[layer][idx] = g
+                except NotImplementedError:  # the backend runs only to the end
+                    groups = [[layer] for layer in layers]
+                    for layer in layers:
+                        grads[layer][idx] = summed_gradients(loaded, batch, layer, target)
+                    break
+            advance(len(idx), sum(len(s) for s in batch))
+    return grads
 
 
 def plot_tcav(path: Path, result: dict) -> None:

@@ -111,6 +111,21 @@ class ProteinLM(ABC):
     def forward_from(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Final states [B, T, H], continuing from the states at `layer` (differentiable)."""
 
+    def forward_between(
+        self, start: int, stop: int, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """States at `stop` from the states at `start` (differentiable; start <= stop).
+
+        Lets gradient TCAV take the derivatives at every tapped layer from ONE forward and
+        backward pass. Backends that do not override it can only run to the end, and TCAV
+        then takes one pass per layer.
+        """
+        if stop == start:
+            return hidden
+        if stop == self.num_layers:
+            return self.forward_from(start, hidden, mask)
+        raise NotImplementedError(f"{type(self).__name__} runs only to the final layer")
+
     @property
     def supports_packed(self) -> bool:
         """True when `packed_encoder` gives a forward on packed rows (no padding)."""

@@ -90,13 +90,20 @@ class Esm2(ProteinLM):
         return out
 
     def forward_from(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        enc = self.encoder
-        if layer == self.num_layers:
+        return self.forward_between(layer, self.num_layers, hidden, mask)
+
+    def forward_between(
+        self, start: int, stop: int, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        if stop == start:
             return hidden
+        enc = self.encoder
         mask4d, rotary = self._context(hidden, mask)
-        for block in enc.encoder.layer[layer:]:
+        for block in enc.encoder.layer[start:stop]:
             hidden = block(hidden, attention_mask=mask4d, position_embeddings=rotary)
-        return enc.encoder.emb_layer_norm_after(hidden)
+        if stop == self.num_layers:  # layer N is the state after the final layer norm
+            hidden = enc.encoder.emb_layer_norm_after(hidden)
+        return hidden
 
     @property
     def supports_packed(self) -> bool:
