@@ -377,8 +377,7 @@ def _score_stored(store, proj: Projection, chunk: list[Protein], scores: list) -
     for i, prot in enumerate(chunk):
         if all(store.has(prot.seq_hash, layer, residues=True) for layer in proj.layers):
             states = {
-                layer: torch.from_numpy(store.residues(prot.seq_hash, layer))
-                for layer in proj.layers
+                layer: torch.tensor(store.residues(prot.seq_hash, layer)) for layer in proj.layers
             }
             scores[i] = proj(states).numpy()
         else:
