@@ -360,8 +360,9 @@ def run_scan(
         "proteins": done_now,
         "residues": residues_now,
         "resumed_from_chunk": resumed_from,
-        "scored_from_store": from_store,
     }
+    if emb_store is not None:
+        summary["this_run"]["scored_from_store"] = from_store
     atomic_write_json(folder / SUMMARY, summary)
     state["complete"] = True
     state["seconds"] = elapsed_now
