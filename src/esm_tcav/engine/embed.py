@@ -1,7 +1,8 @@
 """The `embed` stage: every protein's states at every tapped layer, into the store.
 
 The forward pass itself is `engine.forward.ForwardEngine`; this module configures it from the
-run config and writes what it yields into shards.
+run config and writes what it yields into shards of at most `embed.shard_residues` residues, in
+the store of `store.path` (shared by any number of runs) or of the run's own folder.
 """
 
 from __future__ import annotations
