@@ -138,7 +138,7 @@ def _say_selection(cfg: Config, ds: Dataset) -> None:
     how = (
         f"span_names {cfg.data.span_names}"
         if cfg.data.span_names
-        else "all spans (or each record's target_motif)"
+        else "no span_names: every span, or each JSONL record's target_motif"
     )
     granularity = resolve_granularity(cfg.train.granularity, ds.has_spans)
     line = (
