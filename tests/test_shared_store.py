@@ -271,15 +271,15 @@ def _store_doc(tmp_path, tiny_hf_folder, tiny_registry, shard_residues: int) -> 
 def test_kill_9_in_a_large_first_shard_loses_at_most_one_shard(
     tmp_path, tiny_hf_folder, tiny_registry
 ):
-    """300 proteins (~75 k residues): shards counted in proteins (256 each) would have kept
-    nothing; shards of 4,000 residues keep all but the one being filled."""
-    seqs = _seqs(300, 100, 400, seed=3)
+    """200 proteins (~26 k residues): shards counted in proteins (256 each) would have kept
+    nothing; shards of 2,000 residues keep all but the one being filled."""
+    seqs = _seqs(200, 60, 200, seed=3)
     fasta = tmp_path / "big.fasta"
     fasta.write_text("".join(f">B{i}\n{s}\n" for i, s in enumerate(seqs)))
     total = sum(map(len, seqs))
-    budget = 4000
+    budget = 2000
     doc = _store_doc(tmp_path, tiny_hf_folder, tiny_registry, budget)
-    proc = _writer(tmp_path, doc, fasta, delay=0.004)
+    proc = _writer(tmp_path, doc, fasta, delay=0.015)
     reported = 0
     try:
         for line in proc.stdout:
@@ -303,7 +303,7 @@ def test_kill_9_in_a_large_first_shard_loses_at_most_one_shard(
     proteins = read_fasta(fasta)
     missing = store.missing(proteins, [1, 3], residues=True)
     done = embed_into_store(cfg, loaded, proteins, [1, 3], store)
-    assert done == len(missing) == 300 - store.proteins_stored() + done
+    assert done == len(missing) == 200 - store.proteins_stored() + done
     assert store.residues_stored() == total and not store.missing(proteins, [1, 3], True)
     assert not list(store.root.glob("shard-*.tmp-*"))  # a dead writer's leftovers are removed
     assert not list((store.root / "claims").iterdir())
@@ -315,7 +315,7 @@ def test_concurrent_writers_embed_each_sequence_once(tmp_path, tiny_hf_folder, t
     fasta.write_text("".join(f">C{i}\n{s}\n" for i, s in enumerate(seqs)))
     doc = _store_doc(tmp_path, tiny_hf_folder, tiny_registry, 600)
     go = tmp_path / "go"
-    procs = [_writer(tmp_path, doc, fasta, go=go, delay=0.01) for _ in range(2)]
+    procs = [_writer(tmp_path, doc, fasta, go=go, delay=0.02) for _ in range(2)]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     go.write_text("")
