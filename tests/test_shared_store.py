@@ -419,3 +419,62 @@ def test_span_pooling_ignores_the_span_name(tmp_path, tiny_hf_folder, tiny_regis
     assert store.missing([renamed], [1], residues=True) == []
     assert store.missing([renamed], [1], residues=False) == []  # residues are stored
     assert np.allclose(store.span(p.seq_hash, 1, 3, 9, "y"), store.span(p.seq_hash, 1, 3, 9, "x"))
+
+
+# ---------------------------------------------------------------------- libraries and SLURM
+
+
+def test_library_build_and_a_run_share_the_store(tmp_path, tiny_hf_folder, tiny_registry):
+    from tests.test_library import DEFAULTS, model_section, write_sources
+
+    write_sources(tmp_path)
+    lib_cfg = tmp_path / "library.yaml"
+    data = {"positives": "pos.jsonl", "negatives": "neg.fasta", "test_fraction": 0.35}
+    lib_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": model_section(tiny_hf_folder, tiny_registry),
+                "defaults": DEFAULTS,
+                "concepts": [{"name": "motif", "data": data}],
+            }
+        )
+    )
+    store = tmp_path / "store"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["library", "build", str(lib_cfg), "--out", str(tmp_path / "lib"), "--store", str(store)],
+    )
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "lib" / "work" / "embeddings").exists()
+    n_rows = len(_rows(store))
+    assert n_rows == 28  # 14 positives + 14 negatives, each once
+    run_cfg = tmp_path / "run.yaml"
+    run_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": "out",
+                "model": model_section(tiny_hf_folder, tiny_registry),
+                "embed": {"residue_dtype": "float32"},
+                "data": data,
+            }
+        )
+    )
+    res = runner.invoke(app, ["embed", str(run_cfg), "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["embedded_now"] == 0 and len(_rows(store)) == n_rows
+
+
+def test_slurm_jobs_carry_the_store(tmp_path, tiny_hf_folder, tiny_registry):
+    from esm_tcav.config import load_config
+    from esm_tcav.run.slurm import write_scan_scripts, write_scripts
+
+    write_planted_data(tmp_path)
+    cfg_path = write_config(tmp_path, tiny_hf_folder, tiny_registry, store={"path": "shared"})
+    cfg = load_config(cfg_path)
+    for name, path in write_scripts(cfg, cfg_path).items():
+        assert f"--store {tmp_path / 'shared'}" in path.read_text(), name
+    scan = write_scan_scripts(
+        cfg, tmp_path / "p.fasta", tmp_path / "lib", tmp_path / "scan", store=tmp_path / "st"
+    )
+    assert all(f"--store {tmp_path / 'st'}" in p.read_text() for p in scan.values())
