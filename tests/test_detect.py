@@ -201,13 +201,14 @@ def test_rerun_replaces_the_previous_result(trained):
     assert saved["min_span_length"] == 1
 
 
-def test_detect_on_an_input_file_streams_and_skips_metrics(trained, tmp_path):
+def test_detect_on_an_input_file_uses_the_store_and_skips_metrics(trained, tmp_path):
     fasta = tmp_path / "new.fasta"
     fasta.write_text(f">A\nMKLV{MOTIF}PQRSTVAD\n>B\nMKLVPQRSTVADEGIK\n")
     summary = run_detect(ctx_for(trained, **{"detect.layer": 1}), input_path=fasta)
     out = Path(summary["output"])
     assert out.parent.name == "new" and out.name == "L1"
-    assert summary["states_from"] == "forward pass" and summary["metrics"] is None
+    assert summary["states_from"] == "store" and summary["metrics"] is None
+    assert summary["embedded_now"] == 2  # new proteins go into the store once
     rows = (out / "spans.tsv").read_text().splitlines()[1:]
     hits = [r.split("\t") for r in rows if r.startswith("A\t")]
     assert hits and int(hits[0][1]) <= 6 and int(hits[0][2]) >= 14  # motif at 5..16

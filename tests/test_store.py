@@ -95,7 +95,7 @@ def _write_config(tmp_path, tiny_hf_folder, tiny_registry, n=6):
     cfg.write_text(
         f"output_dir: out\nmodel:\n  name: tiny_esm2\n  path: {tiny_hf_folder}\n"
         f"  registry_file: {tiny_registry}\n  layers: [1, 3]\n"
-        f"embed:\n  shard_proteins: 4\ndata:\n  positives: pos.jsonl\n  negatives: neg.fasta\n"
+        f"embed:\n  shard_residues: 100\ndata:\n  positives: pos.jsonl\n  negatives: neg.fasta\n"
     )
     return cfg
 

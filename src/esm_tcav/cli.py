@@ -31,10 +31,17 @@ SetOpt = Annotated[
     typer.Option("--set", help="override a config key, e.g. --set train.n_random=50 (repeatable)"),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo work that is already stored")]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="embedding store folder shared across runs (overrides the config's store.path)",
+    ),
+]
 
 
-def _overrides(pairs: list[str] | None) -> dict:
-    out = {}
+def _overrides(pairs: list[str] | None, store: Path | None = None) -> dict:
+    out = {} if store is None else {"store.path": str(store.expanduser().resolve())}
     for pair in pairs or []:
         if "=" not in pair:
             raise EsmTcavError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set seed=1")
@@ -58,10 +65,10 @@ def _setup_logging(verbose: bool) -> None:
     quiet_model_libraries()
 
 
-def _context(config: Path, sets: list[str] | None) -> RunContext:
+def _context(config: Path, sets: list[str] | None, store: Path | None = None) -> RunContext:
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
-    return RunContext.open(load_config(config, _overrides(sets)))
+    return RunContext.open(load_config(config, _overrides(sets, store)))
 
 
 def _print(result) -> None:
@@ -98,6 +105,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 def embed(
     config: ConfigArg,
     set_: SetOpt = None,
+    store: StoreOpt = None,
     force: ForceOpt = False,
     shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N")] = None,
 ):
@@ -112,25 +120,25 @@ def embed(
         except (ValueError, AssertionError):
             raise EsmTcavError(f"--shard {shard!r}: expected I/N with 0 <= I < N") from None
         parsed = (i, n)
-    _print(run_step(_context(config, set_), "embed", force=force, shard=parsed))
+    _print(run_step(_context(config, set_, store), "embed", force=force, shard=parsed))
 
 
 @app.command()
 @_guard
-def train(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False):
+def train(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None, force: ForceOpt = False):
     """Train concept CAVs and random CAVs per layer, with statistics and thresholds."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "train", force=force))
+    _print(run_step(_context(config, set_, store), "train", force=force))
 
 
 @app.command()
 @_guard
-def evaluate(config: ConfigArg, set_: SetOpt = None):
+def evaluate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None):
     """AUROC/AUPRC with intervals, random-CAV comparison and plots per layer."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "evaluate"))
+    _print(run_step(_context(config, set_, store), "evaluate"))
 
 
 @app.command()
@@ -138,6 +146,7 @@ def evaluate(config: ConfigArg, set_: SetOpt = None):
 def detect(
     config: ConfigArg,
     set_: SetOpt = None,
+    store: StoreOpt = None,
     input_: Annotated[
         Path | None,
         typer.Option("--input", help="proteins to scan (default: the held-out test proteins)"),
@@ -146,25 +155,25 @@ def detect(
     """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "detect", input_path=input_))
+    _print(run_step(_context(config, set_, store), "detect", input_path=input_))
 
 
 @app.command()
 @_guard
-def tcav(config: ConfigArg, set_: SetOpt = None):
+def tcav(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None):
     """Gradient TCAV scores of a model head along the concept and random CAVs."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "tcav"))
+    _print(run_step(_context(config, set_, store), "tcav"))
 
 
 @app.command()
 @_guard
-def report(config: ConfigArg, set_: SetOpt = None):
+def report(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None):
     """Write the self-contained report.html from a run's results."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "report")["report"])
+    _print(run_step(_context(config, set_, store), "report")["report"])
 
 
 @app.command()
@@ -172,6 +181,7 @@ def report(config: ConfigArg, set_: SetOpt = None):
 def run(
     config: ConfigArg,
     set_: SetOpt = None,
+    store: StoreOpt = None,
     force: ForceOpt = False,
     steps: Annotated[
         str | None, typer.Option(help="comma-separated steps to run (default: the config's steps)")
@@ -182,7 +192,7 @@ def run(
     from esm_tcav.run.pipeline import run_pipeline, summary_text
 
     chosen = [s.strip() for s in steps.split(",")] if steps else None
-    ctx = _context(config, set_)
+    ctx = _context(config, set_, store)
     result = run_pipeline(ctx, force=force, steps=chosen)
     if as_json:
         _print(result)
@@ -195,6 +205,7 @@ def run(
 def slurm(
     config: ConfigArg,
     set_: SetOpt = None,
+    store: StoreOpt = None,
     submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
     only_failed: Annotated[
@@ -211,11 +222,11 @@ def slurm(
     sharded scan and its merge, with --scan). Partition, account, resources: config `slurm:`."""
     from esm_tcav.run.slurm import run_slurm, run_slurm_scan
 
-    cfg = load_config(config, _overrides(set_))
+    cfg = load_config(config, _overrides(set_, store))
     if scan is not None:
         if library is None or out is None:
             raise EsmTcavError("--scan needs --library DIR and --out DIR")
-        result = run_slurm_scan(cfg, scan, library, out, submit=submit and not dry_run)
+        result = run_slurm_scan(cfg, scan, library, out, submit=submit and not dry_run, store=store)
     else:
         result = run_slurm(
             cfg, config.resolve(), submit=submit, dry_run=dry_run, only_failed=only_failed
@@ -255,6 +266,10 @@ def scan(
     merge: Annotated[
         int | None, typer.Option(help="N: merge finished shards 0..N-1 of --out into one result")
     ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="embedding store: stored proteins are scored from it, not re-embedded"),
+    ] = None,
 ):
     """Score every concept of a library along every protein in one forward pass each."""
     from esm_tcav.localize.scan import merge_shards, run_scan
@@ -272,6 +287,7 @@ def scan(
             toks_per_batch=toks_per_batch,
             dtype=dtype,
             model_path=model_path,
+            store=store,
         )
     )
 
@@ -281,11 +297,12 @@ def scan(
 def library_build(
     config: Annotated[Path, typer.Argument(help="library YAML")],
     out: Annotated[Path, typer.Option(help="library folder")] = Path("results/library"),
+    store: StoreOpt = None,
 ):
     """Train and evaluate every concept of a library config into one library folder."""
     from esm_tcav.run.library_build import build_library
 
-    _print(build_library(config, out))
+    _print(build_library(config, out, store=store))
 
 
 @library_app.command("add")
@@ -294,11 +311,12 @@ def library_add(
     library: Annotated[Path, typer.Argument(help="library folder")],
     config: Annotated[Path, typer.Argument(help="concept config (run YAML)")],
     set_: SetOpt = None,
+    store: StoreOpt = None,
 ):
     """Train one concept from a run config (span file or JSONL) and add it to a library."""
     from esm_tcav.run.library_build import add_concept
 
-    _print(add_concept(library, load_config(config, _overrides(set_))))
+    _print(add_concept(library, load_config(config, _overrides(set_, store))))
 
 
 @app.command()

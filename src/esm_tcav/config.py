@@ -47,7 +47,17 @@ class EmbedSection(_Section):
     tile_overlap: int = Field(256, ge=0)
     per_residue: bool = True
     residue_dtype: Literal["float16", "float32"] = "float16"
-    shard_proteins: int = Field(256, ge=1)
+    # residues per store shard: a killed run loses at most the shard it was filling
+    shard_residues: int = Field(50_000, ge=1)
+    # deprecated (shards counted in proteins could hold 500 k residues); still honoured as an
+    # extra cap on proteins per shard, with a warning
+    shard_proteins: int | None = Field(None, ge=1)
+
+
+class StoreSection(_Section):
+    # the embedding store's folder, shared by any number of runs, configs and libraries on the
+    # same model (keyed by model fingerprint + layer + sequence); None: <output_dir>/embeddings
+    path: str | None = None
 
 
 class DataSection(_Section):
@@ -55,7 +65,11 @@ class DataSection(_Section):
     positives: str
     positives_format: InputFormat = "auto"
     spans_file: str | None = None  # accession [TAB start TAB end] lines for the positives
-    span_names: list[str] | None = None  # which named spans are the concept (None: all)
+    # which spans are the concept, by span name or motif ID (JSONL `motif_id`, e.g. a Pfam
+    # accession); None: each record's `target_motif` spans, else every span
+    span_names: list[str] | None = None
+    # a selection picking spans in fewer positives than this is an error naming what occurs
+    min_span_proteins: int = Field(4, ge=1)
     negatives: str
     negatives_format: InputFormat = "auto"
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
@@ -122,6 +136,7 @@ class Config(_Section):
     steps: list[Step] = Field(default_factory=lambda: list(STEPS))
     model: ModelSection = Field(default_factory=ModelSection)
     embed: EmbedSection = Field(default_factory=EmbedSection)
+    store: StoreSection = Field(default_factory=StoreSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
@@ -149,6 +164,11 @@ class Config(_Section):
     @property
     def out(self) -> Path:
         return self.path(self.output_dir)
+
+    @property
+    def store_dir(self) -> Path:
+        """The embedding store's folder: `store.path`, or the run's own `embeddings/`."""
+        return self.path(self.store.path) if self.store.path else self.out / "embeddings"
 
     def snapshot(self) -> dict:
         return self.model_dump(mode="json")

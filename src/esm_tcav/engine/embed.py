@@ -1,12 +1,14 @@
 """The `embed` stage: every protein's states at every tapped layer, into the store.
 
 The forward pass itself is `engine.forward.ForwardEngine`; this module configures it from the
-run config and writes what it yields into shards.
+run config and writes what it yields into shards of at most `embed.shard_residues` residues, in
+the store of `store.path` (shared by any number of runs) or of the run's own folder.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from esm_tcav.engine.context import StageContext
@@ -20,10 +22,15 @@ log = logging.getLogger("esm_tcav.engine.embed")
 # ---------------------------------------------------------------------- the `embed` stage
 
 
+CLAIM_POLL_S = 2.0  # how often a writer looks whether proteins claimed by others have arrived
+_warned: list[bool] = []  # the shard_proteins deprecation is said once per process
+
+
 def open_store(cfg, loaded: ProteinLM):
+    """The store of `store.path` (shared) or of the run's own `embeddings/` folder."""
     from esm_tcav.engine.store import EmbeddingStore
 
-    return EmbeddingStore(cfg.out / "embeddings", loaded.fingerprint, cfg.embed.residue_dtype)
+    return EmbeddingStore(cfg.store_dir, loaded.fingerprint, cfg.embed.residue_dtype)
 
 
 def make_engine(cfg, loaded: ProteinLM, layers: list[int]) -> ForwardEngine:
@@ -47,20 +54,56 @@ def embed_into_store(
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
 ) -> int:
-    """Embed what the store lacks, writing a shard every `shard_proteins`; returns how many."""
-    todo = proteins if force else store.missing(proteins, layers, cfg.embed.per_residue)
-    if not todo:
+    """Embed what the store lacks, one shard per `embed.shard_residues`; returns how many.
+
+    Proteins go longest first in shards of at most `shard_residues` residues (a single longer
+    protein makes a shard of its own), so a kill loses at most the shard being filled. Each
+    shard's proteins are claimed first: proteins another live writer claimed are left to it and
+    waited for, so runs sharing a store embed every sequence once. `force` re-embeds.
+    """
+    per_residue = cfg.embed.per_residue
+    pending = _unique(proteins) if force else store.missing(proteins, layers, per_residue)
+    if not pending:
         return 0
+    pending.sort(key=lambda p: -len(p.sequence))
+    budget, cap = cfg.embed.shard_residues, cfg.embed.shard_proteins
+    if cap is not None and not _warned:
+        _warned.append(True)
+        log.warning(
+            "embed.shard_proteins is deprecated: shards are sized by embed.shard_residues "
+            "(%d residues); shard_proteins=%d is still honoured as a cap on proteins per shard",
+            budget,
+            cap,
+        )
+    store.clean_stale_temporaries()
     engine = make_engine(cfg, loaded, layers)
-    pending: list = []
-    for prot, states in engine.iter_residue_states(todo, progress):
-        pending.append(store.compact(prot, states, cfg.embed.per_residue))
-        if len(pending) >= cfg.embed.shard_proteins:
-            store.write_shard(pending, cfg.embed.per_residue)
-            pending = []
-    if pending:
-        store.write_shard(pending, cfg.embed.per_residue)
-    return len(todo)
+    done = 0
+    while pending:
+        mine = store.claim(pending, budget, max_proteins=cap)
+        if not mine:  # every remaining protein is being embedded by another writer
+            time.sleep(CLAIM_POLL_S)
+        else:
+            try:
+                store.refresh()  # another writer may have stored some since we looked
+                todo = mine if force else store.missing(mine, layers, per_residue)
+                if todo:
+                    shard = [
+                        store.compact(prot, states, per_residue)
+                        for prot, states in engine.iter_residue_states(todo, progress)
+                    ]
+                    store.write_shard(shard, per_residue)
+                    done += len(todo)
+            finally:
+                store.release(mine)
+        store.refresh()
+        taken = {p.seq_hash for p in mine}
+        rest = [p for p in pending if p.seq_hash not in taken]
+        pending = rest if force else store.missing(rest, layers, per_residue)
+    return done
+
+
+def _unique(proteins: list[Protein]) -> list[Protein]:
+    return list({p.seq_hash: p for p in reversed(proteins)}.values())[::-1]
 
 
 def run_embed(ctx: StageContext, shard: tuple[int, int] | None = None, force: bool = False) -> dict:

@@ -1,16 +1,29 @@
-"""Sharded, resumable, memory-mappable embedding store (no pickle).
+"""Sharded, resumable, memory-mappable embedding store (no pickle), shared by any number of runs.
 
 Layout: ``root/<model fingerprint>/shard-<id>/`` holding ``index.json`` and, per layer n,
 ``L{n}.mean.npy`` [proteins, H] float32, ``L{n}.residues.npy`` [sum of lengths, H] (optional) and
-``L{n}.spans.npy`` [spans, H]. A shard is written into a temporary folder and renamed into place,
-so a killed run never leaves a partial shard; a rerun embeds only what no shard holds yet. SLURM
-array tasks write shards into the same folder, which is all a merge needs.
+``L{n}.spans.npy`` [spans, H]. An embedding is keyed by model fingerprint + layer + sequence hash
+only: the protein's ID and its spans play no part, so any run, config or library on the same model
+reuses what any other stored (`store.path` in the config, `--store` on every verb). Span vectors
+are pooled from the stored residues when read; the span rows a shard keeps are only a cache for
+stores written with `embed.per_residue: false`.
+
+Why it is safe for concurrent writers (several runs, SLURM array tasks) without a global lock:
+- a shard is written into a uniquely named temporary folder and renamed into place, so a reader
+  (or a killed run) never sees a partial shard, and two writers never share a file;
+- before embedding, a writer *claims* each protein with a file created with O_EXCL under
+  ``claims/``; a protein claimed by a live writer is left to it (and waited for), so concurrent
+  runs over the same proteins embed each one once. A claim left by a killed writer is broken: at
+  once on the same host (its PID is gone), after `CLAIM_STALE_S` seconds elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +37,13 @@ from esm_tcav.io.files import atomic_write_text, replace_dir, save_npy
 from esm_tcav.io.proteins import Protein
 
 FORMAT = "esm-tcav-store/1"
+CLAIM_STALE_S = 3600.0  # a claim from another host older than this is taken over
+_HOST = socket.gethostname()
+
+
+def store_root(path: str | Path, fingerprint: str) -> Path:
+    """Where the shards of one model live inside a store folder."""
+    return Path(path) / fingerprint
 
 
 @dataclass(frozen=True)
@@ -36,24 +56,23 @@ class _Loc:
 
 class EmbeddingStore:
     def __init__(self, root: str | Path, fingerprint: str, residue_dtype: str = "float16"):
-        self.root = Path(root) / fingerprint
+        self.root = store_root(root, fingerprint)
         self.fingerprint = fingerprint
         self.residue_dtype = np.dtype(residue_dtype)
         self._index: dict[tuple[str, int], _Loc] = {}
-        self._spans: dict[tuple[str, int], dict[tuple[int, int, str], tuple[Path, int]]] = {}
+        self._spans: dict[tuple[str, int], dict[tuple[int, int], tuple[Path, int]]] = {}
         self._has_residues: dict[Path, set[int]] = {}
         self._mmaps: dict[Path, np.ndarray] = {}
+        self._known: set[str] = set()
         self.refresh()
 
     # ------------------------------------------------------------------ reading
     def refresh(self) -> None:
-        """Re-read shard indexes (e.g. after SLURM array tasks added shards)."""
-        self._index.clear()
-        self._spans.clear()
+        """Read the indexes of shards added since the last look (other runs, SLURM tasks)."""
         if not self.root.is_dir():
             return
         for shard in sorted(self.root.glob("shard-*")):
-            if shard.name.endswith(".tmp"):
+            if ".tmp" in shard.name or shard.name in self._known:
                 continue
             try:
                 idx = json.loads((shard / "index.json").read_text())
@@ -67,16 +86,23 @@ class EmbeddingStore:
     def _add(self, shard: Path, idx: dict) -> None:
         if idx.get("format") != FORMAT or idx.get("fingerprint") != self.fingerprint:
             raise ArtifactError(f"{shard}: shard of another model or format; remove it")
-        self._has_residues[shard] = set(idx["residue_layers"])
+        self._known.add(shard.name)
+        res_layers = set(idx["residue_layers"])
+        self._has_residues[shard] = res_layers
         for row, (h, off, length) in enumerate(
             zip(idx["seq_hashes"], idx["offsets"], idx["lengths"], strict=True)
         ):
             for layer in idx["layers"]:
-                self._index[(h, layer)] = _Loc(shard, row, off, length)
-        for srow, (prow, start, end, name) in enumerate(idx["spans"]):
+                old = self._index.get((h, layer))
+                # a copy with per-residue states wins over one without (same sequence, same model)
+                if old is None or (
+                    layer in res_layers and layer not in self._has_residues[old.shard]
+                ):
+                    self._index[(h, layer)] = _Loc(shard, row, off, length)
+        for srow, (prow, start, end, _name) in enumerate(idx["spans"]):
             h = idx["seq_hashes"][prow]
             for layer in idx["layers"]:
-                self._spans.setdefault((h, layer), {})[(start, end, name)] = (shard, srow)
+                self._spans.setdefault((h, layer), {})[(start, end)] = (shard, srow)
 
     def _array(self, path: Path) -> np.ndarray:
         arr = self._mmaps.get(path)
@@ -94,20 +120,28 @@ class EmbeddingStore:
     def missing(
         self, proteins: Iterable[Protein], layers: list[int], residues: bool = False
     ) -> list[Protein]:
-        """Proteins that some requested layer (or span) has not been stored for yet."""
+        """Proteins whose sequence some requested layer has not been stored for yet.
+
+        Spans never make a protein missing while its residues are stored (span vectors are
+        pooled from them); only a store without residues (`residues=False`) needs a span's
+        pooled row, which the shard caches when the protein is embedded.
+        """
         out, seen = [], set()
         for p in proteins:
             if p.seq_hash in seen:
                 continue
-            need = any(not self.has(p.seq_hash, layer, residues) for layer in layers) or any(
-                (s.start, s.end, s.name) not in self._spans.get((p.seq_hash, layer), {})
-                for layer in layers
-                for s in p.spans
-            )
-            if need:
-                seen.add(p.seq_hash)
+            seen.add(p.seq_hash)
+            if any(self._needs(p, layer, residues) for layer in layers):
                 out.append(p)
         return out
+
+    def _needs(self, p: Protein, layer: int, residues: bool) -> bool:
+        if not self.has(p.seq_hash, layer, residues):
+            return True
+        if self.has(p.seq_hash, layer, residues=True):
+            return False
+        cached = self._spans.get((p.seq_hash, layer), {})
+        return any((s.start, s.end) not in cached for s in p.spans)
 
     def _loc(self, seq_hash: str, layer: int) -> _Loc:
         try:
@@ -134,14 +168,71 @@ class EmbeddingStore:
         return np.asarray(arr[loc.offset : loc.offset + loc.length], dtype=np.float32)
 
     def span(self, seq_hash: str, layer: int, start: int, end: int, name: str) -> np.ndarray:
-        key = (start, end, name)
-        shard, row = self._spans.get((seq_hash, layer), {}).get(key, (None, None))
+        """Mean state over residues start..end (1-based inclusive); `name` plays no part."""
+        shard, row = self._spans.get((seq_hash, layer), {}).get((start, end), (None, None))
         if shard is None:
             return span_pool(self.residues(seq_hash, layer), start, end)
         return np.asarray(self._array(shard / f"L{layer}.spans.npy")[row])
 
     def proteins_stored(self) -> int:
         return len({h for h, _ in self._index})
+
+    def residues_stored(self) -> int:
+        """Residues of the distinct sequences held (any layer): what a benchmark counts."""
+        return sum(loc.length for loc in {h: loc for (h, _), loc in self._index.items()}.values())
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+
+    # ------------------------------------------------------------------ claims
+    @property
+    def _claims(self) -> Path:
+        return self.root / "claims"
+
+    def claim(
+        self, proteins: Iterable[Protein], residue_budget: int, max_proteins: int | None = None
+    ) -> list[Protein]:
+        """Claim proteins no other live writer holds, in order, up to `residue_budget` residues
+        (at least one protein); the caller embeds them, writes their shard, then `release`s."""
+        self._claims.mkdir(parents=True, exist_ok=True)
+        mine: list[Protein] = []
+        total = 0
+        for p in proteins:
+            if mine and (
+                total + len(p.sequence) > residue_budget
+                or (max_proteins is not None and len(mine) >= max_proteins)
+            ):
+                break
+            if self._take(self._claims / p.seq_hash):
+                mine.append(p)
+                total += len(p.sequence)
+        return mine
+
+    def release(self, proteins: Iterable[Protein]) -> None:
+        for p in proteins:
+            (self._claims / p.seq_hash).unlink(missing_ok=True)
+
+    def _take(self, path: Path) -> bool:
+        record = json.dumps({"host": _HOST, "pid": os.getpid(), "time": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if not _stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # its writer is gone: take the protein over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(record)
+            return True
+        return False
+
+    def clean_stale_temporaries(self) -> None:
+        """Remove temporary shard folders that killed writers on this host left behind."""
+        for tmp in self.root.glob("shard-*.tmp-*"):
+            host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
+            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ writing
     def compact(self, prot: Protein, states: dict[int, np.ndarray], per_residue: bool) -> tuple:
@@ -173,7 +264,7 @@ class EmbeddingStore:
         layers = sorted(items[0][1])
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"shard-{uuid.uuid4().hex[:12]}"
-        tmp = self.root / f"{name}.tmp"
+        tmp = self.root / f"{name}.tmp-{_HOST}-{os.getpid()}"
         tmp.mkdir()
         try:
             offsets, lengths, spans = [], [], []
@@ -215,3 +306,32 @@ class EmbeddingStore:
             raise
         self._add(final, index)
         return final
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(path: Path) -> bool:
+    """A claim whose writer is gone: a dead PID on this host, or older than `CLAIM_STALE_S`
+    (PIDs mean nothing on another host, and a PID may be reused). The worst a wrong call does is
+    embed a protein twice: shards never share files, and the index keeps one copy."""
+    try:
+        rec = json.loads(path.read_text())
+        if rec["host"] == _HOST and not _alive(int(rec["pid"])):
+            return True
+        return time.time() - float(rec["time"]) > CLAIM_STALE_S
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        # unreadable: being written right now, or garbage left by a crash; judge by its age
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except FileNotFoundError:
+            return True

@@ -58,6 +58,18 @@ class Span:
     start: int
     end: int
     name: str
+    # the annotation's accession (a JSONL `motif_id`, e.g. a Pfam ID) when it has one
+    motif_id: str | None = field(default=None, compare=False)
+    # False for annotations of other motifs in a JSONL record that names its `target_motif`
+    is_target: bool = field(default=True, compare=False)
+
+    def selected_by(self, names: Iterable[str] | None) -> bool:
+        """Whether a span selection (`data.span_names`: names or motif IDs) picks this span;
+        without one, whether it is its record's target (JSONL `target_motif`, else every span)."""
+        if names is None:
+            return self.is_target
+        wanted = set(names)
+        return self.name in wanted or (self.motif_id is not None and self.motif_id in wanted)
 
     def __post_init__(self) -> None:
         # Readers check spans first with a file/line message; this guards programmatic use.

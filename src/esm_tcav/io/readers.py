@@ -15,6 +15,7 @@ import gzip
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -307,8 +308,11 @@ def read_jsonl(path: str | Path) -> list[Protein]:
     """Read JSON Lines records ``{accession, sequence, ground_truth_annotations?}``.
 
     Annotations are ``{motif_id, start, end, name}`` with 1-based inclusive coordinates; the span
-    name is ``name`` (or ``motif_id`` when ``name`` is missing). ``id`` is accepted for
-    ``accession``.
+    name is ``name`` (or ``motif_id`` when ``name`` is missing) and the span keeps its
+    ``motif_id``, so `data.span_names` may select by either. A record's ``target_motif`` (a name
+    or motif ID) marks the annotations of that motif as its concept spans; the record's other
+    annotations are kept but not selected unless `span_names` asks for them. ``id`` is
+    accepted for ``accession``.
     """
     lines = _read_lines(path)
     proteins: list[Protein] = []
@@ -361,6 +365,10 @@ def read_jsonl(path: str | Path) -> list[Protein]:
         raw_seq = obj["sequence"]
         if not isinstance(raw_seq, str):
             fail(path, number, pid, "'sequence' is not a string", "give the sequence as text")
+        target = obj.get("target_motif")
+        if target is not None and (not isinstance(target, str) or not target.strip()):
+            fail(path, number, pid, "'target_motif' is not a non-empty string", "name one motif")
+        target = target.strip() if target else None
         anns = obj.get("ground_truth_annotations") or []
         if not isinstance(anns, list):
             fail(
@@ -400,9 +408,54 @@ def read_jsonl(path: str | Path) -> list[Protein]:
                     "name the concept the span belongs to",
                 )
             _check_span(path, number, pid, start, end, len(sequence))
-            spans.append(Span(start, end, name.strip()))
+            motif = ann.get("motif_id")
+            motif = motif.strip() if isinstance(motif, str) and motif.strip() else None
+            name = name.strip()
+            is_target = target is None or target in (name, motif)
+            spans.append(Span(start, end, name, motif_id=motif, is_target=is_target))
         proteins.append(Protein(pid, sequence, tuple(spans)))
     return proteins
+
+
+def select_spans(
+    proteins: list[Protein],
+    names: list[str] | None,
+    source: str | Path,
+    min_proteins: int = 1,
+) -> list[Protein]:
+    """Keep each protein's concept spans: those `names` picks (span names or motif IDs), or
+    without `names` its target spans (JSONL `target_motif`; every span otherwise).
+
+    A selection that picks spans in fewer than `min_proteins` proteins of a file that has spans
+    is an `InputError` naming the file, the selection and the five most common span names that
+    do occur (a silent miss would train a whole-protein concept instead).
+    """
+    chosen = [
+        Protein(p.id, p.sequence, tuple(s for s in p.spans if s.selected_by(names)))
+        for p in proteins
+    ]
+    if not any(p.spans for p in proteins):
+        return chosen
+    hits = sum(1 for p in chosen if p.spans)
+    if hits < min_proteins:
+        what = f"data.span_names {names}" if names else "the records' target_motif"
+        raise InputError(
+            f"{source}: {what} selects spans in {hits} protein(s), fewer than the "
+            f"{min_proteins} needed; span names that occur (motif ID, spans): "
+            f"{common_span_names(proteins)}; select by one of these names or motif IDs"
+        )
+    return chosen
+
+
+def common_span_names(proteins: list[Protein], top: int = 5) -> str:
+    """The `top` most common span names with their motif IDs and counts, for messages."""
+    counts: Counter[tuple[str, str | None]] = Counter(
+        (s.name, s.motif_id) for p in proteins for s in p.spans
+    )
+    return ", ".join(
+        f"{name}" + (f" ({motif}, {n})" if motif and motif != name else f" ({n})")
+        for (name, motif), n in counts.most_common(top)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def calibrate_thresholds(
 
 def _concept_spans(ctx: StageContext, prot: Protein) -> list:
     names = ctx.cfg.data.span_names
-    return [s for s in prot.spans if names is None or s.name in names]
+    return [s for s in prot.spans if s.selected_by(names)]
 
 
 def _gather(
@@ -304,16 +304,18 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
     if not proteins:
         raise InputError(f"{input_path or 'test set'}: no proteins to scan")
 
-    # 2. where the states come from: the store (held-out set, one pass already done) or a
-    # streaming embedder
-    from_store = (
-        input_path is None
-        and mode == "one-pass"
-        and cfg.embed.per_residue
-        and all(n in ctx.layers for n in cavs)
-    )
+    # 2. where the states come from: the store (the held-out set or an --input file; only
+    # proteins it lacks are embedded, into it) or, for sliding windows, a streaming embedder
+    from_store = mode == "one-pass" and cfg.embed.per_residue and all(n in ctx.layers for n in cavs)
+    embedded_now = len(proteins)
     if from_store:
-        ctx.ensure_embeddings(proteins)
+        embedded_now = ctx.ensure_embeddings(proteins)
+        log.info(
+            "detect: %d of %d proteins read from the store, %d embedded now",
+            len(proteins) - embedded_now,
+            len(proteins),
+            embedded_now,
+        )
         store = ctx.store
 
         def scored() -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
@@ -377,6 +379,7 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
             mode,
             from_store,
         )
+        summary["embedded_now"] = embedded_now
         summary["skipped_layers"] = {str(k): v for k, v in skipped.items()}
         summary["threshold_source"] = threshold_source
         summary["output"] = str(final)

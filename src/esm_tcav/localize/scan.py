@@ -17,6 +17,10 @@ Proteome scale:
 - **shardable**: `shard=(i, n)` scans the i-th of n contiguous blocks of records into
   `out/shards/<i>-of-<n>/`; `merge_shards(out, n)` concatenates them in order into `out/`, the
   same files an unsharded run writes. `slurm_commands` gives the array and merge commands.
+- **store**: with `store=` (`--store`), proteins whose states at the library's layers are in the
+  embedding store (per-residue, any run wrote them) are scored from it with the same projection,
+  and only the others go through the model. A scan does not write the store: a proteome's
+  per-residue states would dwarf the scan's outputs.
 
 Outputs (1-based inclusive coordinates): `scan.gff3` (every concept's spans), `scan.tsv` (the
 same spans as a table, the columns of `detect`'s spans.tsv), `proteins.tsv` (per protein and
@@ -219,6 +223,7 @@ def run_scan(
     concepts: Sequence[str] | None = None,
     loaded=None,
     progress: bool = True,
+    store: str | Path | None = None,
 ) -> dict:
     """Scan a FASTA with every concept of a library; resumable, shardable, streaming.
 
@@ -259,6 +264,12 @@ def run_scan(
         "records": [lo, hi],
         "chunk_proteins": chunk_proteins,
     }
+    emb_store = None
+    if store is not None:
+        from esm_tcav.engine.store import EmbeddingStore
+
+        emb_store = EmbeddingStore(store, loaded.fingerprint)
+        identity["store"] = str(Path(store).resolve())
     state = _resume_state(folder, identity)
     if state is not None and state.get("complete"):
         log.info("scan in %s is already complete; nothing to do", folder)
@@ -293,7 +304,7 @@ def run_scan(
     start_record = lo + state["chunks_done"] * chunk_proteins
     todo = hi - start_record
     t0 = time.perf_counter()
-    done_now = residues_now = 0
+    done_now = residues_now = from_store = 0
     from contextlib import nullcontext
 
     from esm_tcav.ui import progress_bar
@@ -304,10 +315,17 @@ def run_scan(
             proteins = iter_fasta(fasta, start_record, hi, check=False)  # validated above
             while chunk := list(islice(proteins, chunk_proteins)):
                 scores: list[np.ndarray | None] = [None] * len(chunk)
-                for i, s in scan_engine.score(chunk):
-                    scores[i] = s
+                todo = list(range(len(chunk)))
+                if emb_store is not None:
+                    todo = _score_stored(emb_store, proj, chunk, scores)
+                    from_store += len(chunk) - len(todo)
+                    if advance and len(todo) < len(chunk):
+                        done = [p for p, sc in zip(chunk, scores, strict=True) if sc is not None]
+                        advance(len(done), sum(len(p.sequence) for p in done))
+                for j, s in scan_engine.score([chunk[i] for i in todo]) if todo else ():
+                    scores[todo[j]] = s
                     if advance:
-                        advance(1, len(chunk[i].sequence))
+                        advance(1, len(chunk[todo[j]].sequence))
                 parts: dict[str, list[str]] = {name: [] for name in FILES}
                 for prot, s in zip(chunk, scores, strict=True):
                     gff, tsv, prow, counts = protein_lines(prot, s, lib)
@@ -343,11 +361,29 @@ def run_scan(
         "residues": residues_now,
         "resumed_from_chunk": resumed_from,
     }
+    if emb_store is not None:
+        summary["this_run"]["scored_from_store"] = from_store
     atomic_write_json(folder / SUMMARY, summary)
     state["complete"] = True
     state["seconds"] = elapsed_now
     _write_checkpoint(folder, state)
     return summary
+
+
+def _score_stored(store, proj: Projection, chunk: list[Protein], scores: list) -> list[int]:
+    """Score the proteins of `chunk` the store holds (filling `scores`); the others' indices."""
+    import torch
+
+    todo = []
+    for i, prot in enumerate(chunk):
+        if all(store.has(prot.seq_hash, layer, residues=True) for layer in proj.layers):
+            states = {
+                layer: torch.tensor(store.residues(prot.seq_hash, layer)) for layer in proj.layers
+            }
+            scores[i] = proj(states).numpy()
+        else:
+            todo.append(i)
+    return todo
 
 
 def _resume_state(folder: Path, identity: dict) -> dict | None:

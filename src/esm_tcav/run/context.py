@@ -102,6 +102,7 @@ class RunContext:
             ds = load_dataset(self.cfg)
             write_split(ds, self.out / "split.json")
             self._dataset = ds
+            _say_selection(self.cfg, ds)
         return self._dataset
 
     @property
@@ -124,6 +125,29 @@ class RunContext:
         return embed_into_store(
             self.cfg, self.loaded, proteins, self.layers, self.store, progress=progress, force=force
         )
+
+
+def _say_selection(cfg: Config, ds: Dataset) -> None:
+    """One line on every run: the granularity train will use and the positive spans it has,
+    so a span selection that picked less than meant is seen at once (console and log)."""
+    from esm_tcav.concepts.train import resolve_granularity
+    from esm_tcav.ui import console
+
+    spans = sum(len(p.spans) for p in ds.positives)
+    carrying = sum(1 for p in ds.positives if p.spans)
+    how = (
+        f"span_names {cfg.data.span_names}"
+        if cfg.data.span_names
+        else "no span_names: every span, or each JSONL record's target_motif"
+    )
+    granularity = resolve_granularity(cfg.train.granularity, ds.has_spans)
+    line = (
+        f"concept {ds.concept!r}: granularity {granularity}"
+        f" (train.granularity: {cfg.train.granularity}); {spans} positive spans in {carrying} of "
+        f"{len(ds.positives)} positives ({how}); {len(ds.negatives)} negatives"
+    )
+    log.info(line)
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def _log_to_file(path: Path) -> None:

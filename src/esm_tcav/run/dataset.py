@@ -13,7 +13,7 @@ from esm_tcav.config import Config
 from esm_tcav.errors import InputError
 from esm_tcav.io.files import atomic_write_text
 from esm_tcav.io.proteins import Protein
-from esm_tcav.io.readers import attach_spans, read_proteins, read_span_file
+from esm_tcav.io.readers import attach_spans, read_proteins, read_span_file, select_spans
 
 log = logging.getLogger("esm_tcav.run.dataset")
 
@@ -63,28 +63,22 @@ def split_by_protein(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.permutation(ordered)[:n_test].tolist())
 
 
-def _concept_only(proteins: list[Protein], names: list[str] | None) -> list[Protein]:
-    if not names:
-        return proteins
-    wanted = set(names)
-    return [
-        Protein(p.id, p.sequence, tuple(s for s in p.spans if s.name in wanted)) for p in proteins
-    ]
-
-
 def load_dataset(cfg: Config) -> Dataset:
     d = cfg.data
     positives = read_proteins(cfg.path(d.positives), d.positives_format)
     negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
     if d.spans_file:
         positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
-    positives = _concept_only(positives, d.span_names)
+    source = cfg.path(d.spans_file or d.positives)
+    positives = select_spans(positives, d.span_names, source, d.min_span_proteins)
     fixed_test: set[str] | None = None
     if d.test_positives or d.test_negatives:
         if not (d.test_positives and d.test_negatives):
             raise InputError("data.test_positives and data.test_negatives go together; give both")
-        test_pos = _concept_only(
-            read_proteins(cfg.path(d.test_positives), d.positives_format), d.span_names
+        test_pos = select_spans(
+            read_proteins(cfg.path(d.test_positives), d.positives_format),
+            d.span_names,
+            cfg.path(d.test_positives),
         )
         test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
         fixed_test = {p.id for p in test_pos + test_neg}

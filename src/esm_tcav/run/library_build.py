@@ -112,14 +112,16 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
 
 
 def _shared_context(cfg: Config, loaded: ProteinLM | None, store_root: Path) -> RunContext:
-    """A RunContext that reuses one loaded model and one embedding store for every concept."""
+    """A RunContext that reuses one loaded model and one embedding store for every concept:
+    the config's `store.path` when set (shared beyond this library), else `store_root`."""
     from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
     ctx = RunContext.open(cfg)
     if loaded is not None:
         ctx.use_model(loaded)  # every concept of a build has the same model section
-    ctx.use_store(EmbeddingStore(store_root, ctx.loaded.fingerprint, cfg.embed.residue_dtype))
+    root = cfg.store_dir if cfg.store.path else store_root
+    ctx.use_store(EmbeddingStore(root, ctx.loaded.fingerprint, cfg.embed.residue_dtype))
     return ctx
 
 
@@ -333,12 +335,16 @@ def recompute_q(root: Path) -> None:
     write_table(root)
 
 
-def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict:
+def build_library(
+    config_path: str | Path, out: str | Path, loaded=None, store: str | Path | None = None
+) -> dict:
     """`esm-tcav library build`: train, evaluate and store every concept of a library config.
 
     Each concept runs in `<out>/work/<name>/` with one shared model and embedding store, so a
     protein used by two concepts is embedded once; an unchanged concept reuses its trained
-    version (train's inputs hash) but is still written as a new library version.
+    version (train's inputs hash) but is still written as a new library version. The store is
+    `store` (`--store`), else `defaults.store.path` of the library config, else
+    `<out>/work/embeddings`.
     """
     import time
 
@@ -373,6 +379,8 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
             },
         )
         doc["detect"] = {**doc.get("detect", {}), "layer": "best"}
+        if store is not None:
+            doc["store"] = {"path": str(Path(store).resolve())}
         doc["steps"] = list(STEPS[: STEPS.index("detect") + 1])  # no tcav, no report
         cfg = config_from_dict(doc, f"{config_path}: concept {c.name}", base)
         ctx = _shared_context(cfg, loaded, work / "embeddings")

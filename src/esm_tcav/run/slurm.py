@@ -65,6 +65,8 @@ def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dic
     log_dir = folder / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     conf = shlex.quote(str(config_path))
+    if cfg.store.path:  # a --store given to `esm-tcav slurm` reaches every job
+        conf += f" --store {shlex.quote(str(cfg.store_dir))}"
     n = cfg.slurm.shards
     scripts = {
         "embed": _header(cfg, "embed", log_dir, array=f"0-{n - 1}", gpus=cfg.slurm.gpus)
@@ -78,7 +80,12 @@ def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dic
 
 
 def write_scan_scripts(
-    cfg: Config, fasta: Path, library: Path, out: Path, exe: str | None = None
+    cfg: Config,
+    fasta: Path,
+    library: Path,
+    out: Path,
+    exe: str | None = None,
+    store: Path | None = None,
 ) -> dict[str, Path]:
     """A scan as SLURM jobs: an array over `slurm.shards` contiguous blocks of the FASTA, then a
     merge job; the merged files equal an unsharded scan's."""
@@ -90,6 +97,8 @@ def write_scan_scripts(
     log_dir.mkdir(parents=True, exist_ok=True)
     n = cfg.slurm.shards
     device = "--device cuda" if cfg.slurm.gpus else ""
+    if store is not None:
+        device += f" --store {shlex.quote(str(Path(store).resolve()))}"
     cmds = slurm_commands(
         Path(fasta).resolve(),
         Path(library).resolve(),
@@ -107,9 +116,15 @@ def write_scan_scripts(
 
 
 def run_slurm_scan(
-    cfg: Config, fasta: Path, library: Path, out: Path, submit: bool = False, exe: str | None = None
+    cfg: Config,
+    fasta: Path,
+    library: Path,
+    out: Path,
+    submit: bool = False,
+    exe: str | None = None,
+    store: Path | None = None,
 ) -> dict:
-    paths = write_scan_scripts(cfg, fasta, library, out, exe)
+    paths = write_scan_scripts(cfg, fasta, library, out, exe, store)
     if not submit:
         text = "\n".join(f"# ---- {p}\n{p.read_text()}" for p in paths.values())
         return {"scripts": {k: str(v) for k, v in paths.items()}, "text": text}
