@@ -88,8 +88,22 @@ def _guard(fn):
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        from esm_tcav._version import __version__
+
+        typer.echo(f"esm-tcav {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
     _setup_logging(verbose)
 
 
