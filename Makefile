@@ -20,6 +20,7 @@ demo: $(STAMP)
 test-deps:
 	bash scripts/slurm_cluster.sh install
 	bash scripts/install_browser.sh
+	bash scripts/install_test_tools.sh
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest -q -p no:cacheprovider

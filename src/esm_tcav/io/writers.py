@@ -10,7 +10,7 @@ fsynced); a scan appends them chunk by chunk instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ __all__ = [
     "SPANS_TSV_HEADER",
     "gff_escape",
     "gff3_lines",
+    "GFF3_SO_TYPE",
+    "sequence_region",
     "tsv_field",
     "tsv_line",
     "span_tsv_lines",
@@ -52,6 +54,16 @@ def gff_escape(text: str, attribute: bool = False) -> str:
     return quote(str(text), safe=safe)
 
 
+#: Sequence Ontology type of every detected span: "polypeptide_region" (SO:0000839), a region
+#: of a polypeptide with no more specific claim; the concept itself is the feature's Name.
+GFF3_SO_TYPE = "polypeptide_region"
+
+
+def sequence_region(pid: str, length: int) -> str:
+    """The ``##sequence-region`` pragma GFF3 validators expect before a protein's features."""
+    return f"##sequence-region {gff_escape(pid)} 1 {int(length)}\n"
+
+
 def gff3_lines(
     rows: SpanRows,
     concept: str,
@@ -60,16 +72,22 @@ def gff3_lines(
     method: str,
     mode: str,
     header: bool = True,
+    lengths: Mapping[str, int] | None = None,
 ) -> Iterator[str]:
     """GFF3 lines for (protein id, span) rows, the version line first unless ``header=False``.
 
+    Column 3 is the Sequence Ontology type ``GFF3_SO_TYPE`` and ``Name=`` the concept, so the
+    file passes ``gt gff3validator -typecheck so``. With ``lengths`` (protein id -> residues),
+    a ``##sequence-region`` pragma precedes each protein's first feature. The score column is
+    the mean span score (the hook for a calibrated probability once concepts carry one).
     Feature IDs count per protein: ``<protein>_<concept>_<n>``.
     """
     if header:
         yield GFF3_HEADER
-    ftype = gff_escape(concept)
     counter: dict[str, int] = {}
     for pid, span in rows:
+        if lengths is not None and pid not in counter:
+            yield sequence_region(pid, lengths[pid])
         counter[pid] = counter.get(pid, 0) + 1
         attrs = ";".join(
             [
@@ -86,7 +104,7 @@ def gff3_lines(
                 [
                     gff_escape(pid),
                     "esm-tcav",
-                    ftype,
+                    GFF3_SO_TYPE,
                     str(span.start),
                     str(span.end),
                     f"{span.score:.4f}",

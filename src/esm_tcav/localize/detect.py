@@ -459,7 +459,8 @@ def _detect_into(
     method = cfg.thresholds.method
     threshold = chosen.threshold
     atomic_write_lines(
-        tmp / "spans.gff3", gff3_lines(rows, concept, layer, threshold, method, mode)
+        tmp / "spans.gff3",
+        gff3_lines(rows, concept, layer, threshold, method, mode, lengths=lengths),
     )
     atomic_write_lines(tmp / "spans.tsv", span_tsv_lines(rows, concept, layer, threshold, method))
     per_protein = metrics["per_protein"] if metrics else {}
