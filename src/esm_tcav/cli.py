@@ -290,6 +290,39 @@ def scan(
     )
 
 
+@app.command()
+@_guard
+def paint(
+    structure: Annotated[Path, typer.Option(help="PDB or mmCIF file (AlphaFold DB files too)")],
+    concept: Annotated[
+        Path, typer.Option(help="concept artifact folder, or a library folder with --name")
+    ],
+    chain: Annotated[str, typer.Option(help="chain to paint")] = "A",
+    name: Annotated[str | None, typer.Option(help="concept name in a library")] = None,
+    sequence: Annotated[
+        Path | None,
+        typer.Option(help="score this sequence (FASTA etc.) instead of the chain's own"),
+    ] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="record of --sequence to score")] = None,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/paint"),
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="pdb or cif (default: the input's)")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(help="checkpoint of the concept's model, if not registered")
+    ] = None,
+):
+    """Per-residue concept scores in a structure's B-factor column, plus ChimeraX and PyMOL
+    files; the structure's residues are aligned to the scored sequence, mismatches reported."""
+    from esm_tcav.run.api import Concept
+    from esm_tcav.run.paint import paint_structure
+
+    loaded = Concept.load(concept, name, model_path=model_path)
+    result = paint_structure(structure, chain, loaded, out, sequence, id_, fmt)
+    result.pop("scores")
+    _print(result)
+
+
 @library_app.command("build")
 @_guard
 def library_build(
