@@ -31,6 +31,14 @@ SetOpt = Annotated[
     typer.Option("--set", help="override a config key, e.g. --set train.n_random=50 (repeatable)"),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo work that is already stored")]
+ShowOpt = Annotated[
+    str | None,
+    typer.Option("--show", help="ID,ID,...: proteins whose score tracks the view always shows"),
+]
+
+
+def _show_ids(show: str | None) -> list[str] | None:
+    return [s.strip() for s in show.split(",") if s.strip()] if show else None
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -156,11 +164,13 @@ def detect(
         Path | None,
         typer.Option("--input", help="proteins to scan (default: the held-out test proteins)"),
     ] = None,
+    show: ShowOpt = None,
 ):
-    """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
+    """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps; with --input,
+    also proteins.html, the new proteins ranked by evidence with score tracks."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_), "detect", input_path=input_))
+    _print(run_step(_context(config, set_), "detect", input_path=input_, show=_show_ids(show)))
 
 
 @app.command()
