@@ -95,7 +95,7 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
             len(line.split("\t")) == 9 for line in tsv.splitlines()
         )
         assert counts == [(2, 4)]
-        assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000\n"]
+        assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000", "0.4875\n"]
         detect_gff = gff3_lines(
             [(pid, s) for s in spans], "motif", 4, 0.5, "f1_max", "one-pass", lengths={pid: 8}
         )

@@ -87,3 +87,66 @@ def test_ranking_and_track_geometry():
     assert svg.count("<polyline") == 1 and "<title>10-20 (mean score 0.500)</title>" in svg
     no_scores = track_svg(Track("p", 50, None, ()), 0.0)
     assert "<polyline" not in no_scores and "not kept" in no_scores
+
+
+# ---------------------------------------------------------------------- a library scan
+
+
+@pytest.fixture(scope="module")
+def scanned(tiny_hf_folder, tiny_registry, tmp_path_factory):
+    """`esm-tcav scan` (the CLI) of 12 planted proteins with a 3-concept library."""
+    from typer.testing import CliRunner
+
+    from esm_tcav.cli import app
+    from esm_tcav.concepts.concept import Concept as Record
+    from esm_tcav.concepts.library import add_to_library
+    from esm_tcav.models.loading import load_model
+    from tests.test_scan import planted_cav, planted_proteins, random_cav, write_fasta
+
+    tiny = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+    root = tmp_path_factory.mktemp("scanview")
+    model = {
+        "name": tiny.spec.name,
+        "fingerprint": tiny.fingerprint,
+        "hidden_size": tiny.spec.hidden_size,
+        "path": str(tiny_hf_folder),
+        "registry_file": str(tiny_registry),
+    }
+    cavs = [planted_cav(tiny, 3), random_cav("rand_a", 1, 32, 1), random_cav("rand_b", 2, 32, 2)]
+    for cav in cavs:
+        add_to_library(root / "lib", model, Record(cav, threshold=0.0, min_span_length=4))
+    items = planted_proteins(12)
+    fasta = write_fasta(root / "p.fasta", [p for p, _ in items])
+    res = CliRunner().invoke(
+        app,
+        ["scan", str(fasta), "--library", str(root / "lib"), "--out", str(root / "scan"),
+         "--show", "prot3"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return {"out": root / "scan", "items": items}
+
+
+def test_scan_writes_one_section_per_concept(scanned):
+    html = (scanned["out"] / "proteins.html").read_text()
+    assert html.count('<section id="concept-') == 3
+    for name in ("trp_run", "rand_a", "rand_b"):
+        assert f"<h2>{name} " in html
+    trp = html.split('<section id="concept-1">')[1].split("</section>")[0]
+    ranked = re.findall(r'<tr class="[a-z]*"><td class="num">\d+</td><td>([^<]+)</td>', trp)
+    with_runs = {p.id for p, runs in scanned["items"] if runs}
+    assert set(ranked[: len(with_runs)]) == with_runs  # the planted proteins rank first
+    header = (scanned["out"] / "proteins.tsv").read_text().splitlines()[0]
+    assert "trp_run:mean_score" in header.split("\t")
+
+
+@pytest.mark.browser
+def test_scan_view_renders_in_chromium(scanned):
+    from .browser import render_html
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "scan_view.png"
+    res = render_html(scanned["out"] / "proteins.html", shot, full_page=True)
+    assert res.console_errors == [], res.console_errors
+    assert shot.stat().st_size > 10_000
+    assert res.title == "esm-tcav scan: 3 concepts in 12 proteins"
+    assert res.dom.count('data-protein="prot3"') == 3  # named: drawn in every section

@@ -279,25 +279,35 @@ def scan(
     merge: Annotated[
         int | None, typer.Option(help="N: merge finished shards 0..N-1 of --out into one result")
     ] = None,
+    show: ShowOpt = None,
 ):
-    """Score every concept of a library along every protein in one forward pass each."""
-    from esm_tcav.localize.scan import merge_shards, run_scan
+    """Score every concept of a library along every protein in one forward pass each; the
+    whole scan (or the merge) ends with proteins.html, the proteins ranked per concept."""
+    from esm_tcav.concepts.library import load_library
+    from esm_tcav.localize.scan import load_scan_model, merge_shards, run_scan
+    from esm_tcav.run.scan_view import scan_view
 
+    view = {"show": _show_ids(show), "device": device, "dtype": dtype, "model_path": model_path}
     if merge:
-        _print(merge_shards(out, merge))
+        result = merge_shards(out, merge)
+        result["view"] = str(scan_view(out, fasta, library, **view))
+        _print(result)
         return
-    _print(
-        run_scan(
-            fasta,
-            library,
-            out,
-            shard=shard,
-            device=device,
-            toks_per_batch=toks_per_batch,
-            dtype=dtype,
-            model_path=model_path,
-        )
+    loaded = load_scan_model(load_library(library), device, dtype, model_path)
+    result = run_scan(
+        fasta,
+        library,
+        out,
+        shard=shard,
+        device=device,
+        toks_per_batch=toks_per_batch,
+        dtype=dtype,
+        model_path=model_path,
+        loaded=loaded,
     )
+    if shard is None:
+        result["view"] = str(scan_view(out, fasta, library, loaded=loaded, **view))
+    _print(result)
 
 
 @app.command()

@@ -115,7 +115,7 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         args = (rows, c.name, c.layer, c.threshold, c.threshold_method)
         gff.extend(gff3_lines(*args, "one-pass", header=False))
         tsv.extend(span_tsv_lines(*args, header=False))
-        cells += [len(spans), float(s.max())]
+        cells += [len(spans), float(s.max()), float(s.mean())]
         counts.append((len(spans), sum(sp.length for sp in spans)))
     if gff:  # one pragma per protein with features, before all its concepts' features
         gff.insert(0, sequence_region(prot.id, len(prot.sequence)))
@@ -130,7 +130,11 @@ def _headers(lib: Library) -> dict[str, str]:
     )
     prot = tsv_line(
         ["protein_id", "length"]
-        + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
+        + [
+            f"{c.name}:{what}"
+            for c in lib.concepts
+            for what in ("spans", "max_score", "mean_score")
+        ]
     )
     return {"scan.gff3": gff, "scan.tsv": SPANS_TSV_HEADER, "proteins.tsv": prot}
 
