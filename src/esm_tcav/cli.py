@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 library_app = typer.Typer(no_args_is_help=True, help="Build and extend a concept library.")
 app.add_typer(library_app, name="library")
+store_app = typer.Typer(no_args_is_help=True, help="The embedding store of a run.")
+app.add_typer(store_app, name="store")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file")]
 SetOpt = Annotated[
@@ -340,6 +342,101 @@ def paint(
     loaded = Concept.load(concept, name, model_path=model_path)
     result = paint_structure(structure, chain, loaded, out, sequence, id_, fmt)
     result.pop("scores")
+    _print(result)
+
+
+_EXTRACT_HELP = (
+    "Options (fair-esm's extract.py spelling works too): --repr-layers N [N ...] (0 = "
+    "embeddings, -1 = last; default -1), --include mean per_tok (default mean), --format "
+    "safetensors|npy, --device cpu|cuda, --toks-per-batch N, --model-path CHECKPOINT (with a "
+    "registry name as MODEL), --registry-file FILE."
+)
+
+
+def _extract_options(args: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="esm-tcav extract", add_help=False)
+    parser.add_argument("--repr-layers", "--repr_layers", type=int, nargs="+", default=[-1])
+    parser.add_argument("--include", nargs="+", default=["mean"])
+    parser.add_argument("--format", default="safetensors")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--toks-per-batch", "--toks_per_batch", type=int, default=8192)
+    parser.add_argument("--registry-file", default=None)
+    parser.add_argument("--model-path", default=None)
+    opts, unknown = parser.parse_known_args(args)
+    if unknown:
+        raise EsmTcavError(f"extract: unknown option(s) {' '.join(unknown)}. {_EXTRACT_HELP}")
+    return opts
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_EXTRACT_HELP,
+)
+@_guard
+def extract(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="registry name, or a checkpoint (folder or .pt)")],
+    fasta: Annotated[Path, typer.Argument(help="proteins (FASTA, JSONL, TMbed or UniProt .dat)")],
+    out: Annotated[Path, typer.Argument(help="output folder (one file per protein)")],
+):
+    """Embeddings per protein, as fair-esm's extract.py: no concept config needed;
+    resumable; files readable with numpy or safetensors alone (format: README)."""
+    from esm_tcav.engine.export import run_extract
+    from esm_tcav.io.readers import read_proteins
+    from esm_tcav.models.loading import load_model
+
+    opts = _extract_options(list(ctx.args))
+    proteins = read_proteins(fasta)
+    path = Path(model).expanduser()
+    name, checkpoint = (None, path) if path.exists() else (model, opts.model_path)
+    loaded = load_model(name, checkpoint, device=opts.device, registry_file=opts.registry_file)
+    _print(
+        run_extract(
+            loaded,
+            proteins,
+            out,
+            opts.repr_layers,
+            opts.include,
+            opts.format,
+            toks_per_batch=opts.toks_per_batch,
+        )
+    )
+
+
+@store_app.command("export")
+@_guard
+def store_export(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option(help="output folder (one file per protein)")],
+    include: Annotated[str, typer.Option(help="mean,per_tok or one of them")] = "mean,per_tok",
+    fmt: Annotated[str, typer.Option("--format", help="safetensors or npy")] = "safetensors",
+    set_: SetOpt = None,
+):
+    """Write a run's stored embeddings (its dataset, its tapped layers) in the extract format."""
+    from esm_tcav.engine.export import export_store
+    from esm_tcav.ui import progress_bar
+
+    ctx = _context(config, set_)
+    model = {
+        "name": ctx.loaded.name,
+        "fingerprint": ctx.loaded.fingerprint,
+        "hidden_size": ctx.loaded.hidden_size,
+        "num_layers": ctx.loaded.num_layers,
+    }
+    proteins = ctx.dataset.proteins
+    with progress_bar(len(proteins), "store export") as advance:
+        result = export_store(
+            ctx.store,
+            model,
+            proteins,
+            ctx.layers,
+            out,
+            [i.strip() for i in include.split(",") if i.strip()],
+            fmt,
+            progress=advance,
+        )
     _print(result)
 
 
