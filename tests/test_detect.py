@@ -158,6 +158,7 @@ def test_detect_writes_every_output_and_finds_the_motif(trained):
     for name in (
         "spans.gff3",
         "spans.tsv",
+        "spans.interproscan.tsv",
         "scores.npy",
         "scores_index.json",
         "proteins.tsv",

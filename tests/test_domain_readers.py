@@ -79,3 +79,28 @@ def test_hmmsearch_layout_reads_the_protein_from_the_target_column(tmp_path):
     assert read_domtblout(path) == {"A0PJY2": [Span(262, 284, "PF00096")]}
     with pytest.raises(InputError, match="ends past the sequence end"):
         read_domtblout(path, protein_column="query")  # the profile is 23 long
+
+
+def test_our_interproscan_tsv_reads_back_as_the_same_spans(tmp_path):
+    from esm_tcav.io.files import atomic_write_lines
+    from esm_tcav.io.writers import INTERPROSCAN_COLUMNS, interproscan_tsv_lines
+    from esm_tcav.localize.spans import ScoredSpan
+
+    rows = [
+        ("P1", ScoredSpan(3, 9, 1.5)),
+        ("P1", ScoredSpan(12, 14, 0.2)),
+        ("Q2", ScoredSpan(1, 4, 2)),
+    ]
+    seqs = {"P1": "MKVLAGWYHHKLAGE", "Q2": "MKVL"}
+    path = tmp_path / "spans.interproscan.tsv"
+    atomic_write_lines(path, interproscan_tsv_lines(rows, seqs, "zf", 4, "01-12-2026"))
+    first = path.read_text().splitlines()[0].split("\t")
+    assert len(first) == len(INTERPROSCAN_COLUMNS)
+    assert first[0] == "P1" and first[2:4] == ["15", "esm-tcav"]
+    import hashlib
+
+    assert first[1] == hashlib.md5(b"MKVLAGWYHHKLAGE").hexdigest()
+    assert read_interproscan_tsv(path, analyses=["esm-tcav"]) == {
+        "P1": [Span(3, 9, "zf"), Span(12, 14, "zf")],
+        "Q2": [Span(1, 4, "zf")],
+    }

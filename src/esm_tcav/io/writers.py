@@ -9,6 +9,7 @@ fsynced); a scan appends them chunk by chunk instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -27,6 +28,8 @@ __all__ = [
     "SPANS_TSV_HEADER",
     "gff_escape",
     "gff3_lines",
+    "INTERPROSCAN_COLUMNS",
+    "interproscan_tsv_lines",
     "GFF3_SO_TYPE",
     "sequence_region",
     "tsv_field",
@@ -164,6 +167,46 @@ def span_tsv_lines(
         yield tsv_line(
             [pid, s.start, s.end, s.length, s.score, concept, layer, f"{threshold:.6g}", method]
         )
+
+
+#: InterProScan 5 TSV columns written (no header line, as InterProScan writes none)
+INTERPROSCAN_COLUMNS = (
+    "protein_accession",
+    "sequence_md5",
+    "length",
+    "analysis",
+    "signature_accession",
+    "signature_description",
+    "start",
+    "stop",
+    "score",
+    "status",
+    "date",
+)
+
+
+def interproscan_tsv_lines(
+    rows: SpanRows,
+    sequences: Mapping[str, str],
+    concept: str,
+    layer: int,
+    date: str,
+) -> Iterator[str]:
+    """Spans in InterProScan's TSV layout (``INTERPROSCAN_COLUMNS``), for tools that read it.
+
+    analysis = ``esm-tcav``, signature = the concept, description = the concept and layer,
+    score = mean span score, status ``T``, ``date`` as dd-mm-yyyy; the MD5 is of the
+    uppercase sequence, as InterProScan computes it. ``read_interproscan_tsv`` reads it back.
+    """
+    md5: dict[str, str] = {}
+    for pid, s in rows:
+        seq = sequences[pid]
+        if pid not in md5:
+            md5[pid] = hashlib.md5(seq.encode("ascii"), usedforsecurity=False).hexdigest()
+        yield tsv_line(
+            [pid, md5[pid], len(seq), "esm-tcav", concept, f"{concept} (esm-tcav layer {layer})",
+             s.start, s.end, f"{s.score:.4g}", "T", date]
+        )  # fmt: skip
 
 
 def write_table(path: Path, columns: Sequence[str], rows: Iterable[Iterable[object]]) -> None:
