@@ -23,7 +23,7 @@ from esm_tcav.config import (
     config_from_dict,
     load_library_config,
 )
-from esm_tcav.errors import ArtifactError, ModelMismatchError
+from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
@@ -214,7 +214,12 @@ def hmm_agreement(ctx: RunContext, hmm: HmmCheck, base: Path, spans_tsv: Path) -
     independently of the training labels; the CAV spans are scored against those HMM domains
     (residue F1, mean IoU), and so is the HMM against the labels, for scale.
     """
-    import pyhmmer
+    try:
+        import pyhmmer
+    except ImportError:
+        raise ConfigError(
+            "hmm_agreement needs pyhmmer: pip install 'esm-tcav[hmm]' (or drop hmm_agreement)"
+        ) from None
 
     from esm_tcav.localize.spans import evaluate_spans
 
