@@ -39,6 +39,7 @@ from esm_tcav.io.proteins import (
 __all__ = [
     "TMBED_SPAN_NAMES",
     "iter_lines",
+    "record_id",
     "fasta_records",
     "iter_fasta",
     "validate_fasta",
@@ -181,12 +182,25 @@ def _check_span(
 _UNIPROT_HEADER = re.compile(r"^(?:sp|tr)\|([^|]+)\|")
 
 
-def _fasta_id(header: str) -> str:
+def record_id(header: str, tmbed: bool = False) -> str:
+    """The protein ID rule, one for every format (README, "Protein IDs").
+
+    The ID is the first word of the header (JSONL: of the ``accession`` value); a UniProt word
+    ``sp|ACCESSION|NAME`` or ``tr|ACCESSION|NAME`` gives the ACCESSION in every format. TMbed
+    headers (``>6hu9_i|P07255|COX9_YEAST``) give their first ``|`` field, where TMbed writes
+    the ID; other formats keep the word whole (``gi|123|ref|NP_1|`` is one ID).
+    """
     tokens = header.split()
     if not tokens:
         return ""
     match = _UNIPROT_HEADER.match(tokens[0])
-    return match.group(1) if match else tokens[0]
+    if match:
+        return match.group(1)
+    return tokens[0].split("|")[0] if tmbed else tokens[0]
+
+
+def _fasta_id(header: str) -> str:
+    return record_id(header)
 
 
 def fasta_records(path: str | Path, check: bool = True) -> Iterator[tuple[str, int, str]]:
@@ -354,7 +368,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
                 f"{key!r} is empty or not a string",
                 "give every record a non-empty text accession",
             )
-        pid = pid.strip()
+        pid = record_id(pid)
         claim_id(seen, pid, path, number, "accession")
         if "sequence" not in obj:
             fail(
@@ -557,7 +571,7 @@ def read_tmbed(path: str | Path) -> list[Protein]:
     """Read TMbed three-line records (header, sequence, per-residue labels).
 
     Maximal runs of H/h become ``transmembrane_helix`` spans, B/b ``transmembrane_beta``, S
-    ``signal_peptide``. The ID is the first ``|`` field of the header.
+    ``signal_peptide``. The ID follows ``record_id`` (the first ``|`` field of the header).
     """
     lines = _read_lines(path)
     content = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -574,8 +588,7 @@ def read_tmbed(path: str | Path) -> list[Protein]:
                 "expected a '>' header line",
                 f"{fix3}; check the record above has exactly three lines",
             )
-        tokens = header[1:].split()
-        pid = tokens[0].split("|")[0] if tokens else ""
+        pid = record_id(header[1:], tmbed=True)
         if not pid:
             fail(path, number, None, "header has no record ID", "write '>ID|...' headers")
         claim_id(seen, pid, path, number, "ID")
