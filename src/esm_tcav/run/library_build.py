@@ -29,6 +29,7 @@ from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
+from esm_tcav.ui import iter_progress
 
 if TYPE_CHECKING:
     from esm_tcav.models.base import ProteinLM
@@ -355,7 +356,7 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
     results = {}
-    for c in spec.concepts:
+    for c in iter_progress(spec.concepts, "library build", "concepts"):
         t0 = time.perf_counter()
         folder = work / c.name
         counts = None
