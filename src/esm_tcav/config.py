@@ -56,7 +56,9 @@ class DataSection(_Section):
     positives_format: InputFormat = "auto"
     spans_file: str | None = None  # accession [TAB start TAB end] lines for the positives
     span_names: list[str] | None = None  # which named spans are the concept (None: all)
-    negatives: str
+    # None: the positives file is split, records with a concept span are the positives and
+    # the others the negatives (a TMbed or UniProt file labels every protein)
+    negatives: str | None = None
     negatives_format: InputFormat = "auto"
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)
