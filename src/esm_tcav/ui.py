@@ -16,12 +16,9 @@ console = Console(stderr=True)
 T = TypeVar("T")
 
 
-@contextmanager
-def progress_bar(total: int | None, label: str) -> Iterator[Callable[[int, int], None]]:
-    """Yields `advance(proteins, residues)`; prints one summary line at the end."""
-    start = time.perf_counter()
-    done = {"proteins": 0, "residues": 0}
-    bar = Progress(
+def _bar(label: str) -> Progress:
+    """The one bar layout: label, bar, done/total, rate, elapsed; off when not a terminal."""
+    return Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -30,6 +27,14 @@ def progress_bar(total: int | None, label: str) -> Iterator[Callable[[int, int],
         console=console,
         disable=not sys.stderr.isatty(),
     )
+
+
+@contextmanager
+def progress_bar(total: int | None, label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yields `advance(proteins, residues)`; prints one summary line at the end."""
+    start = time.perf_counter()
+    done = {"proteins": 0, "residues": 0}
+    bar = _bar(label)
     with bar:
         task = bar.add_task(label, total=total, rate="")
 
@@ -54,15 +59,7 @@ def iter_progress(items: Sequence[T], label: str, unit: str) -> Iterator[T]:
     summary line at the end: for the steps that loop over layers or concepts (train, evaluate,
     library build), which take seconds to minutes each."""
     start = time.perf_counter()
-    bar = Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not sys.stderr.isatty(),
-    )
+    bar = _bar(label)
     done = 0
     with bar:
         task = bar.add_task(label, total=len(items), rate="")
