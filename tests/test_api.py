@@ -14,6 +14,7 @@ from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.localize.scan import run_scan
 from esm_tcav.models.loading import load_model
 from esm_tcav.run import api
+from tests.test_detect import trained as trained  # noqa: F401 (a fixture)
 from tests.test_scan import make_library, planted_cav, planted_proteins, random_cav, write_fasta
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -97,3 +98,26 @@ def test_the_readme_example_runs(setup, monkeypatch):
     code = code.replace('name="C2H2_zinc_finger"', f'name="trp_run", **{paths!r}')
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert len(namespace["spans"]) == 2 and namespace["spans"][0]
+
+
+def test_an_artifact_folder_detects_what_esm_tcav_detect_writes(trained, tmp_path):  # noqa: F811
+    from esm_tcav.run.pipeline import run_step
+    from tests.test_detect import MOTIF, ctx_for
+
+    fasta = tmp_path / "new.fasta"
+    seqs = [f"MKLV{MOTIF}PQRSTVADKLMNPQ", "MKLVPQRSTVADEGIKAAGLK", f"{MOTIF}AAGLKMKLVPQRS"]
+    fasta.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
+    result = run_step(ctx_for(trained, **{"detect.layer": 1}), "detect", input_path=fasta)
+    out = Path(result["output"])
+    written: dict[str, list[tuple[int, int]]] = {}
+    for line in (out / "spans.tsv").read_text().splitlines()[1:]:
+        cells = line.split("\t")
+        written.setdefault(cells[0], []).append((int(cells[1]), int(cells[2])))
+    artifact = next((out.parents[3] / "cavs" / "tiny_esm2").glob("L1_concept_v*"))
+    concept = esm_tcav.Concept.load(artifact)  # model path and span rule from the run
+    assert concept.smoothing_window == 3 and concept.min_span_length == 5
+    found = concept.detect(seqs)
+    assert [[(s.start, s.end) for s in f] for f in found] == [
+        written.get(f"s{i}", []) for i in range(3)
+    ]
+    assert found[0] and found[2]

@@ -8,7 +8,8 @@
 Results come back in input order. The model is loaded once, on the first call, and shared by
 every concept loaded with the same model (`concept.use_model(model)` hands one in). `path` is a
 run's concept artifact folder (``<output_dir>/cavs/<model>/L<layer>_concept_v<k>``: verified
-against its manifest), or a concept library folder (``library.json``; ``name=`` picks the concept
+against its manifest; span rule and model path from the run's ``config.snapshot.yaml``), or a
+concept library folder (``library.json``; ``name=`` picks the concept
 when it holds several). A score is the per-residue projection on the CAV, smoothed by the
 concept's window as detect smooths it; spans follow the concept's decision rule, exactly as
 ``esm-tcav detect``/``scan`` call them.
@@ -63,6 +64,32 @@ def as_proteins(sequences: Iterable[SequenceLike] | SequenceLike) -> list[Protei
         sequence, _ = normalize_sequence(raw, f"sequence {i} ({pid})")
         out.append(Protein(pid, sequence))
     return out
+
+
+def _run_config(out_dir: Path) -> dict:
+    """The run's ``config.snapshot.yaml`` (paths as the config gave them), or {}."""
+    import yaml
+
+    path = out_dir / "config.snapshot.yaml"
+    if not path.is_file():
+        return {}
+    doc = yaml.safe_load(path.read_text())
+    return doc if isinstance(doc, dict) else {}
+
+
+def _run_rule(record: ConceptRecord, run_cfg: dict) -> ConceptRecord:
+    """An artifact calls spans as its run's ``detect``/``thresholds`` sections say, so that
+    ``detect`` here gives the spans ``esm-tcav detect`` writes."""
+    detect = run_cfg.get("detect") or {}
+    method = (run_cfg.get("thresholds") or {}).get("method") or record.threshold_method
+    if not record.thresholds:
+        return record
+    return record.with_rule(
+        method,
+        detect.get("smoothing_window"),
+        detect.get("min_span_length"),
+        detect.get("merge_gap"),
+    )
 
 
 @dataclass
@@ -121,10 +148,13 @@ class Concept(ConceptRecord):
                 int(match["version"]),
                 fingerprint=manifest.get("model_fingerprint"),
             )
+            run_cfg = _run_config(path.parents[2])
+            record = _run_rule(record, run_cfg)
+            model_cfg = run_cfg.get("model") or {}
             info = {
                 "model_name": manifest.get("model_name"),
-                "model_path": model_path,
-                "registry_file": registry_file,
+                "model_path": model_path or model_cfg.get("path"),
+                "registry_file": registry_file or model_cfg.get("registry_file"),
                 "fingerprint": manifest.get("model_fingerprint"),
             }
         fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(ConceptRecord)}
