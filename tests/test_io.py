@@ -44,8 +44,9 @@ def test_gff3_lines_are_one_based_with_attributes():
     lines = list(gff3_lines(rows, "C2H2 finger", 4, 0.25, "f1_max", "one-pass"))
     assert lines[0] == "##gff-version 3\n"
     cols = lines[1].rstrip("\n").split("\t")
-    assert cols[:8] == ["sp|P1%20x", "esm-tcav", "C2H2%20finger", "3", "9", "1.2346", ".", "."]
+    assert cols[:8] == ["sp|P1%20x", "esm-tcav", "polypeptide_region", "3", "9", "1.2346", ".", "."]
     attrs = dict(kv.split("=") for kv in cols[8].split(";"))
+    assert attrs["Name"] == "C2H2 finger"
     assert attrs["layer"] == "4" and attrs["threshold"] == "0.25" and attrs["method"] == "f1_max"
     assert attrs["ID"] == "sp|P1 x_C2H2 finger_1"
     assert lines[2].split("\t")[3:5] == ["1", "5"]
@@ -94,9 +95,12 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
             len(line.split("\t")) == 9 for line in tsv.splitlines()
         )
         assert counts == [(2, 4)]
-        assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000\n"]
-        detect_gff = gff3_lines([(pid, s) for s in spans], "motif", 4, 0.5, "f1_max", "one-pass")
+        assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000", "0.4875\n"]
+        detect_gff = gff3_lines(
+            [(pid, s) for s in spans], "motif", 4, 0.5, "f1_max", "one-pass", lengths={pid: 8}
+        )
         assert "".join(detect_gff) == GFF3_HEADER + gff
+        assert gff.startswith(f"##sequence-region {gff.split()[1]} 1 8\n")
     assert detect_text.splitlines()[1] == "evil id with;=%\t3\t5\t3\t1.0000\tmotif\t4\t0.5\tf1_max"
 
 

@@ -266,8 +266,11 @@ def test_scan_finds_the_planted_spans_and_writes_every_output(tiny, planted, tmp
     gff = (out / "scan.gff3").read_text().splitlines()
     assert gff[0] == "##gff-version 3"
     features = [line.split("\t") for line in gff if not line.startswith("#")]
-    assert {f[2] for f in features} <= {"trp_run", "rand_a", "rand_b"}
-    trp = [(f[0], int(f[3]), int(f[4])) for f in features if f[2] == "trp_run"]
+    assert {f[2] for f in features} == {"polypeptide_region"}
+    names = [dict(kv.split("=") for kv in f[8].split(";"))["Name"] for f in features]
+    assert set(names) <= {"trp_run", "rand_a", "rand_b"}
+    named = zip(features, names, strict=True)
+    trp = [(f[0], int(f[3]), int(f[4])) for f, n in named if n == "trp_run"]
     assert trp == [(p.id, a, b) for p, runs in planted["items"] for a, b in runs]
     assert summary["concepts"]["trp_run"]["spans"] == sum(len(r) for _, r in planted["items"])
     header = (out / "proteins.tsv").read_text().splitlines()[0].split("\t")

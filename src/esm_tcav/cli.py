@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 library_app = typer.Typer(no_args_is_help=True, help="Build and extend a concept library.")
 app.add_typer(library_app, name="library")
+store_app = typer.Typer(no_args_is_help=True, help="The embedding store of a run.")
+app.add_typer(store_app, name="store")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file")]
 SetOpt = Annotated[
@@ -38,6 +40,16 @@ StoreOpt = Annotated[
         help="embedding store folder shared across runs (overrides the config's store.path)",
     ),
 ]
+
+
+ShowOpt = Annotated[
+    str | None,
+    typer.Option("--show", help="ID,ID,...: proteins whose score tracks the view always shows"),
+]
+
+
+def _show_ids(show: str | None) -> list[str] | None:
+    return [s.strip() for s in show.split(",") if s.strip()] if show else None
 
 
 def _overrides(pairs: list[str] | None, store: Path | None = None) -> dict:
@@ -95,8 +107,22 @@ def _guard(fn):
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        from esm_tcav._version import __version__
+
+        typer.echo(f"esm-tcav {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
     _setup_logging(verbose)
 
 
@@ -151,11 +177,15 @@ def detect(
         Path | None,
         typer.Option("--input", help="proteins to scan (default: the held-out test proteins)"),
     ] = None,
+    show: ShowOpt = None,
 ):
-    """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps."""
+    """Per-residue concept scores, spans (GFF3/TSV), span metrics and heatmaps; with --input,
+    also proteins.html, the new proteins ranked by evidence with score tracks."""
     from esm_tcav.run.pipeline import run_step
 
-    _print(run_step(_context(config, set_, store), "detect", input_path=input_))
+    _print(
+        run_step(_context(config, set_, store), "detect", input_path=input_, show=_show_ids(show))
+    )
 
 
 @app.command()
@@ -270,26 +300,164 @@ def scan(
         Path | None,
         typer.Option(help="embedding store: stored proteins are scored from it, not re-embedded"),
     ] = None,
+    show: ShowOpt = None,
 ):
-    """Score every concept of a library along every protein in one forward pass each."""
-    from esm_tcav.localize.scan import merge_shards, run_scan
+    """Score every concept of a library along every protein in one forward pass each; the
+    whole scan (or the merge) ends with proteins.html, the proteins ranked per concept."""
+    from esm_tcav.concepts.library import load_library
+    from esm_tcav.localize.scan import load_scan_model, merge_shards, run_scan
+    from esm_tcav.run.scan_view import scan_view
 
+    view = {"show": _show_ids(show), "device": device, "dtype": dtype, "model_path": model_path}
     if merge:
-        _print(merge_shards(out, merge))
+        result = merge_shards(out, merge)
+        result["view"] = str(scan_view(out, fasta, library, **view))
+        _print(result)
         return
+    loaded = load_scan_model(load_library(library), device, dtype, model_path)
+    result = run_scan(
+        fasta,
+        library,
+        out,
+        shard=shard,
+        device=device,
+        toks_per_batch=toks_per_batch,
+        dtype=dtype,
+        model_path=model_path,
+        loaded=loaded,
+        store=store,
+    )
+    if shard is None:
+        result["view"] = str(scan_view(out, fasta, library, loaded=loaded, **view))
+    _print(result)
+
+
+@app.command()
+@_guard
+def paint(
+    structure: Annotated[Path, typer.Option(help="PDB or mmCIF file (AlphaFold DB files too)")],
+    concept: Annotated[
+        Path, typer.Option(help="concept artifact folder, or a library folder with --name")
+    ],
+    chain: Annotated[str, typer.Option(help="chain to paint")] = "A",
+    name: Annotated[str | None, typer.Option(help="concept name in a library")] = None,
+    sequence: Annotated[
+        Path | None,
+        typer.Option(help="score this sequence (FASTA etc.) instead of the chain's own"),
+    ] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="record of --sequence to score")] = None,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/paint"),
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="pdb or cif (default: the input's)")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(help="checkpoint of the concept's model, if not registered")
+    ] = None,
+):
+    """Per-residue concept scores in a structure's B-factor column, plus ChimeraX and PyMOL
+    files; the structure's residues are aligned to the scored sequence, mismatches reported."""
+    from esm_tcav.run.api import Concept
+    from esm_tcav.run.paint import paint_structure
+
+    loaded = Concept.load(concept, name, model_path=model_path)
+    result = paint_structure(structure, chain, loaded, out, sequence, id_, fmt)
+    result.pop("scores")
+    _print(result)
+
+
+_EXTRACT_HELP = (
+    "Options (fair-esm's extract.py spelling works too): --repr-layers N [N ...] (0 = "
+    "embeddings, -1 = last; default -1), --include mean per_tok (default mean), --format "
+    "safetensors|npy, --device cpu|cuda, --toks-per-batch N, --model-path CHECKPOINT (with a "
+    "registry name as MODEL), --registry-file FILE."
+)
+
+
+def _extract_options(args: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="esm-tcav extract", add_help=False)
+    parser.add_argument("--repr-layers", "--repr_layers", type=int, nargs="+", default=[-1])
+    parser.add_argument("--include", nargs="+", default=["mean"])
+    parser.add_argument("--format", default="safetensors")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--toks-per-batch", "--toks_per_batch", type=int, default=8192)
+    parser.add_argument("--registry-file", default=None)
+    parser.add_argument("--model-path", default=None)
+    opts, unknown = parser.parse_known_args(args)
+    if unknown:
+        raise EsmTcavError(f"extract: unknown option(s) {' '.join(unknown)}. {_EXTRACT_HELP}")
+    return opts
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_EXTRACT_HELP,
+)
+@_guard
+def extract(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="registry name, or a checkpoint (folder or .pt)")],
+    fasta: Annotated[Path, typer.Argument(help="proteins (FASTA, JSONL, TMbed or UniProt .dat)")],
+    out: Annotated[Path, typer.Argument(help="output folder (one file per protein)")],
+):
+    """Embeddings per protein, as fair-esm's extract.py: no concept config needed;
+    resumable; files readable with numpy or safetensors alone (format: README)."""
+    from esm_tcav.engine.export import run_extract
+    from esm_tcav.io.readers import read_proteins
+    from esm_tcav.models.loading import load_model
+
+    opts = _extract_options(list(ctx.args))
+    proteins = read_proteins(fasta)
+    path = Path(model).expanduser()
+    name, checkpoint = (None, path) if path.exists() else (model, opts.model_path)
+    loaded = load_model(name, checkpoint, device=opts.device, registry_file=opts.registry_file)
     _print(
-        run_scan(
-            fasta,
-            library,
+        run_extract(
+            loaded,
+            proteins,
             out,
-            shard=shard,
-            device=device,
-            toks_per_batch=toks_per_batch,
-            dtype=dtype,
-            model_path=model_path,
-            store=store,
+            opts.repr_layers,
+            opts.include,
+            opts.format,
+            toks_per_batch=opts.toks_per_batch,
         )
     )
+
+
+@store_app.command("export")
+@_guard
+def store_export(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option(help="output folder (one file per protein)")],
+    include: Annotated[str, typer.Option(help="mean,per_tok or one of them")] = "mean,per_tok",
+    fmt: Annotated[str, typer.Option("--format", help="safetensors or npy")] = "safetensors",
+    set_: SetOpt = None,
+):
+    """Write a run's stored embeddings (its dataset, its tapped layers) in the extract format."""
+    from esm_tcav.engine.export import export_store
+    from esm_tcav.ui import progress_bar
+
+    ctx = _context(config, set_)
+    model = {
+        "name": ctx.loaded.name,
+        "fingerprint": ctx.loaded.fingerprint,
+        "hidden_size": ctx.loaded.hidden_size,
+        "num_layers": ctx.loaded.num_layers,
+    }
+    proteins = ctx.dataset.proteins
+    with progress_bar(len(proteins), "store export") as advance:
+        result = export_store(
+            ctx.store,
+            model,
+            proteins,
+            ctx.layers,
+            out,
+            [i.strip() for i in include.split(",") if i.strip()],
+            fmt,
+            progress=advance,
+        )
+    _print(result)
 
 
 @library_app.command("build")

@@ -70,7 +70,9 @@ class DataSection(_Section):
     span_names: list[str] | None = None
     # a selection picking spans in fewer positives than this is an error naming what occurs
     min_span_proteins: int = Field(4, ge=1)
-    negatives: str
+    # None: the positives file is split, records with a concept span are the positives and
+    # the others the negatives (a TMbed or UniProt file labels every protein)
+    negatives: str | None = None
     negatives_format: InputFormat = "auto"
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)

@@ -30,6 +30,7 @@ from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_json, content_hash
 from esm_tcav.io.plots import plot_auroc_by_layer, plot_random_comparison, plot_roc_pr
+from esm_tcav.ui import iter_progress
 
 log = logging.getLogger("esm_tcav.concepts.evaluate")
 
@@ -124,7 +125,7 @@ def run_evaluate(ctx: StageContext) -> dict:
     out_dir = ctx.out / "evaluations" / model
     per_layer: dict[int, dict] = {}
     curve_data: dict[int, dict] = {}
-    for layer in layers:
+    for layer in iter_progress(layers, "evaluate", "layers"):
         art = arts[layer]
         cavs = [art.cav, *art.randoms]
         D = np.stack([c.direction for c in cavs])

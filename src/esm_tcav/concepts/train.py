@@ -44,6 +44,7 @@ from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
 from esm_tcav.io.proteins import Protein
+from esm_tcav.ui import iter_progress
 
 log = logging.getLogger("esm_tcav.concepts.train")
 
@@ -687,7 +688,7 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         )
         threshold_ex = all_residue_examples(train_pos, train_neg)
     results = {}
-    for layer in ctx.layers:
+    for layer in iter_progress(ctx.layers, "train", "layers"):
         results[layer] = train_layer(
             ctx.store,
             layer,

@@ -9,8 +9,9 @@ fsynced); a scan appends them chunk by chunk instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ __all__ = [
     "SPANS_TSV_HEADER",
     "gff_escape",
     "gff3_lines",
+    "INTERPROSCAN_COLUMNS",
+    "interproscan_tsv_lines",
+    "GFF3_SO_TYPE",
+    "sequence_region",
     "tsv_field",
     "tsv_line",
     "span_tsv_lines",
@@ -52,6 +57,16 @@ def gff_escape(text: str, attribute: bool = False) -> str:
     return quote(str(text), safe=safe)
 
 
+#: Sequence Ontology type of every detected span: "polypeptide_region" (SO:0000839), a region
+#: of a polypeptide with no more specific claim; the concept itself is the feature's Name.
+GFF3_SO_TYPE = "polypeptide_region"
+
+
+def sequence_region(pid: str, length: int) -> str:
+    """The ``##sequence-region`` pragma GFF3 validators expect before a protein's features."""
+    return f"##sequence-region {gff_escape(pid)} 1 {int(length)}\n"
+
+
 def gff3_lines(
     rows: SpanRows,
     concept: str,
@@ -60,16 +75,22 @@ def gff3_lines(
     method: str,
     mode: str,
     header: bool = True,
+    lengths: Mapping[str, int] | None = None,
 ) -> Iterator[str]:
     """GFF3 lines for (protein id, span) rows, the version line first unless ``header=False``.
 
+    Column 3 is the Sequence Ontology type ``GFF3_SO_TYPE`` and ``Name=`` the concept, so the
+    file passes ``gt gff3validator -typecheck so``. With ``lengths`` (protein id -> residues),
+    a ``##sequence-region`` pragma precedes each protein's first feature. The score column is
+    the mean span score (the hook for a calibrated probability once concepts carry one).
     Feature IDs count per protein: ``<protein>_<concept>_<n>``.
     """
     if header:
         yield GFF3_HEADER
-    ftype = gff_escape(concept)
     counter: dict[str, int] = {}
     for pid, span in rows:
+        if lengths is not None and pid not in counter:
+            yield sequence_region(pid, lengths[pid])
         counter[pid] = counter.get(pid, 0) + 1
         attrs = ";".join(
             [
@@ -86,7 +107,7 @@ def gff3_lines(
                 [
                     gff_escape(pid),
                     "esm-tcav",
-                    ftype,
+                    GFF3_SO_TYPE,
                     str(span.start),
                     str(span.end),
                     f"{span.score:.4f}",
@@ -146,6 +167,46 @@ def span_tsv_lines(
         yield tsv_line(
             [pid, s.start, s.end, s.length, s.score, concept, layer, f"{threshold:.6g}", method]
         )
+
+
+#: InterProScan 5 TSV columns written (no header line, as InterProScan writes none)
+INTERPROSCAN_COLUMNS = (
+    "protein_accession",
+    "sequence_md5",
+    "length",
+    "analysis",
+    "signature_accession",
+    "signature_description",
+    "start",
+    "stop",
+    "score",
+    "status",
+    "date",
+)
+
+
+def interproscan_tsv_lines(
+    rows: SpanRows,
+    sequences: Mapping[str, str],
+    concept: str,
+    layer: int,
+    date: str,
+) -> Iterator[str]:
+    """Spans in InterProScan's TSV layout (``INTERPROSCAN_COLUMNS``), for tools that read it.
+
+    analysis = ``esm-tcav``, signature = the concept, description = the concept and layer,
+    score = mean span score, status ``T``, ``date`` as dd-mm-yyyy; the MD5 is of the
+    uppercase sequence, as InterProScan computes it. ``read_interproscan_tsv`` reads it back.
+    """
+    md5: dict[str, str] = {}
+    for pid, s in rows:
+        seq = sequences[pid]
+        if pid not in md5:
+            md5[pid] = hashlib.md5(seq.encode("ascii"), usedforsecurity=False).hexdigest()
+        yield tsv_line(
+            [pid, md5[pid], len(seq), "esm-tcav", concept, f"{concept} (esm-tcav layer {layer})",
+             s.start, s.end, f"{s.score:.4g}", "T", date]
+        )  # fmt: skip
 
 
 def write_table(path: Path, columns: Sequence[str], rows: Iterable[Iterable[object]]) -> None:

@@ -22,6 +22,8 @@ dot (``input_test`` for a file called ``test.*``):
 
 - ``spans.gff3``  GFF3, 1-based inclusive, one feature per span (score = mean span score)
 - ``spans.tsv``   the same spans as a table
+- ``spans.interproscan.tsv`` the same spans in InterProScan's TSV layout (no header; analysis
+  ``esm-tcav``, signature = the concept), for pipelines that read InterProScan output
 - ``scores.npy``  float32 per-residue scores (the smoothed scores spans were called on), all
   proteins concatenated; ``scores_index.json`` maps protein ID → [offset, length], so
   ``np.load(..., mmap_mode="r")[off:off + length]`` reads one protein without loading the rest
@@ -55,7 +57,12 @@ from esm_tcav.errors import ArtifactError, ConfigError, InputError
 from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_proteins
-from esm_tcav.io.writers import gff3_lines, span_tsv_lines, write_table
+from esm_tcav.io.writers import (
+    gff3_lines,
+    interproscan_tsv_lines,
+    span_tsv_lines,
+    write_table,
+)
 from esm_tcav.localize.spans import ScoredSpan, evaluate_spans, scores_to_spans
 
 log = logging.getLogger("esm_tcav.localize.detect")
@@ -462,9 +469,16 @@ def _detect_into(
     method = cfg.thresholds.method
     threshold = chosen.threshold
     atomic_write_lines(
-        tmp / "spans.gff3", gff3_lines(rows, concept, layer, threshold, method, mode)
+        tmp / "spans.gff3",
+        gff3_lines(rows, concept, layer, threshold, method, mode, lengths=lengths),
     )
     atomic_write_lines(tmp / "spans.tsv", span_tsv_lines(rows, concept, layer, threshold, method))
+    atomic_write_lines(
+        tmp / "spans.interproscan.tsv",
+        interproscan_tsv_lines(
+            rows, {p.id: p.sequence for p in proteins}, concept, layer, time.strftime("%d-%m-%Y")
+        ),
+    )
     per_protein = metrics["per_protein"] if metrics else {}
     role = {**{pid: "negative" for pid in negatives}, **{pid: "positive" for pid in truth}}
     write_table(
@@ -548,6 +562,7 @@ def _detect_into(
         "files": [
             "spans.gff3",
             "spans.tsv",
+            "spans.interproscan.tsv",
             "scores.npy",
             "scores_index.json",
             "proteins.tsv",

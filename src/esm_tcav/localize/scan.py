@@ -56,6 +56,7 @@ from esm_tcav.io.writers import (
     GFF3_HEADER,
     SPANS_TSV_HEADER,
     gff3_lines,
+    sequence_region,
     span_tsv_lines,
     tsv_line,
 )
@@ -118,8 +119,10 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         args = (rows, c.name, c.layer, c.threshold, c.threshold_method)
         gff.extend(gff3_lines(*args, "one-pass", header=False))
         tsv.extend(span_tsv_lines(*args, header=False))
-        cells += [len(spans), float(s.max())]
+        cells += [len(spans), float(s.max()), float(s.mean())]
         counts.append((len(spans), sum(sp.length for sp in spans)))
+    if gff:  # one pragma per protein with features, before all its concepts' features
+        gff.insert(0, sequence_region(prot.id, len(prot.sequence)))
     return "".join(gff), "".join(tsv), tsv_line(cells), counts
 
 
@@ -131,7 +134,11 @@ def _headers(lib: Library) -> dict[str, str]:
     )
     prot = tsv_line(
         ["protein_id", "length"]
-        + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
+        + [
+            f"{c.name}:{what}"
+            for c in lib.concepts
+            for what in ("spans", "max_score", "mean_score")
+        ]
     )
     return {"scan.gff3": gff, "scan.tsv": SPANS_TSV_HEADER, "proteins.tsv": prot}
 
@@ -523,14 +530,15 @@ def _concatenate(folders: list[Path], name: str, dst_path: Path) -> None:
 
 
 def _skip_header(fh: IO[bytes], name: str) -> None:
-    """Advance past the header lines (GFF3 '#' lines, the TSV column line)."""
+    """Advance past the header lines (GFF3 '#' lines up to the first '##sequence-region' or
+    feature, the TSV column line)."""
     if name != "scan.gff3":
         fh.readline()
         return
     while True:
         pos = fh.tell()
         line = fh.readline()
-        if not line.startswith(b"#"):
+        if not line.startswith(b"#") or line.startswith(b"##sequence-region"):
             fh.seek(pos)
             return
 

@@ -125,7 +125,16 @@ class IndexingGuard:
     match the sequence, and appends one JSON line per correction to `log_path`.
     """
 
-    def __init__(self, alphabet: Alphabet, log_path: Path | None = None, expected_offset: int = 1):
+    def __init__(
+        self,
+        alphabet: Alphabet,
+        log_path: Path | None = None,
+        expected_offset: int = 1,
+        quiet: bool = False,
+    ):
+        # quiet: corrections a check plants on purpose (the smoke test) are logged at INFO,
+        # not as warnings on the user's console
+        self.quiet = quiet
         self.alphabet = alphabet
         self.log_path = log_path
         self.expected = expected_offset
@@ -162,7 +171,8 @@ class IndexingGuard:
         key = (offset, reason)
         if key not in self._reported:
             self._reported.add(key)
-            log.warning("indexing correction (offset %d): %s", offset, reason)
+            level = logging.INFO if self.quiet else logging.WARNING
+            log.log(level, "indexing correction (offset %d): %s", offset, reason)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             # an append per correction, as they happen (a log, not a result file)

@@ -63,24 +63,52 @@ def split_by_protein(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.permutation(ordered)[:n_test].tolist())
 
 
+def split_labelled(
+    proteins: list[Protein], names: list[str] | None, source: str, min_proteins: int = 1
+) -> tuple[list[Protein], list[Protein]]:
+    """(positives, negatives) of one labelled file: records with a concept span, and the others
+    (without spans). For a run config without ``data.negatives`` (a TMbed file, UniProt .dat)."""
+    marked = select_spans(proteins, names, source, min_proteins)
+    positives = [p for p in marked if p.spans]
+    negatives = [Protein(p.id, p.sequence) for p in marked if not p.spans]
+    if not negatives:
+        raise InputError(
+            f"{source}: data.negatives is not given and every record carries the concept "
+            f"({', '.join(names or ['any span'])}); give data.negatives or a file with "
+            "unlabelled proteins"
+        )
+    log.info("%s: %d positives, %d negatives (no concept span)", source, len(positives),
+             len(negatives))  # fmt: skip
+    return positives, negatives
+
+
 def load_dataset(cfg: Config) -> Dataset:
     d = cfg.data
     positives = read_proteins(cfg.path(d.positives), d.positives_format)
-    negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
     if d.spans_file:
         positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
     source = cfg.path(d.spans_file or d.positives)
-    positives = select_spans(positives, d.span_names, source, d.min_span_proteins)
+    if d.negatives is None:
+        positives, negatives = split_labelled(
+            positives, d.span_names, str(source), d.min_span_proteins
+        )
+    else:
+        negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
+        positives = select_spans(positives, d.span_names, source, d.min_span_proteins)
     fixed_test: set[str] | None = None
     if d.test_positives or d.test_negatives:
-        if not (d.test_positives and d.test_negatives):
+        split_test = d.negatives is None and d.test_negatives is None
+        if not d.test_positives or not (d.test_negatives or split_test):
             raise InputError("data.test_positives and data.test_negatives go together; give both")
         test_pos = select_spans(
             read_proteins(cfg.path(d.test_positives), d.positives_format),
             d.span_names,
             cfg.path(d.test_positives),
         )
-        test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
+        if split_test:
+            test_pos, test_neg = split_labelled(test_pos, None, str(d.test_positives))
+        else:
+            test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
         fixed_test = {p.id for p in test_pos + test_neg}
         known = {p.id for p in positives + negatives}
         if fixed_test & known:
@@ -92,7 +120,8 @@ def load_dataset(cfg: Config) -> Dataset:
     both = {p.id for p in positives} & {p.id for p in negatives}
     if both:
         raise InputError(
-            f"{cfg.path(d.negatives)}: record {sorted(both)[0]!r} is also a positive in "
+            f"{cfg.path(d.negatives or d.positives)}: record {sorted(both)[0]!r} is also a "
+            "positive in "
             f"{cfg.path(d.positives)} ({len(both)} shared IDs); remove it from one of the files"
         )
     if len(positives) < 4 or len(negatives) < 4:

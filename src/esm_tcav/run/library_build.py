@@ -23,12 +23,13 @@ from esm_tcav.config import (
     config_from_dict,
     load_library_config,
 )
-from esm_tcav.errors import ArtifactError, ModelMismatchError
+from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
+from esm_tcav.ui import iter_progress
 
 if TYPE_CHECKING:
     from esm_tcav.models.base import ProteinLM
@@ -216,7 +217,12 @@ def hmm_agreement(ctx: RunContext, hmm: HmmCheck, base: Path, spans_tsv: Path) -
     independently of the training labels; the CAV spans are scored against those HMM domains
     (residue F1, mean IoU), and so is the HMM against the labels, for scale.
     """
-    import pyhmmer
+    try:
+        import pyhmmer
+    except ImportError:
+        raise ConfigError(
+            "hmm_agreement needs pyhmmer: pip install 'esm-tcav[hmm]' (or drop hmm_agreement)"
+        ) from None
 
     from esm_tcav.localize.spans import evaluate_spans
 
@@ -356,7 +362,7 @@ def build_library(
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
     results = {}
-    for c in spec.concepts:
+    for c in iter_progress(spec.concepts, "library build", "concepts"):
         t0 = time.perf_counter()
         folder = work / c.name
         counts = None

@@ -49,7 +49,13 @@ def _stage(ctx: RunContext, step: str, force: bool, **kwargs):
     if step == "detect":
         from esm_tcav.localize.detect import run_detect
 
-        return run_detect(ctx, **kwargs)
+        show = kwargs.pop("show", None)
+        result = run_detect(ctx, **kwargs)
+        if kwargs.get("input_path") is not None:  # new proteins: the page that ranks them
+            from esm_tcav.report.proteins_view import detect_view
+
+            result["view"] = str(detect_view(Path(result["output"]), show))
+        return result
     if step == "tcav":
         if ctx.loaded.head_kind is None:
             log.warning("tcav skipped: model %s has no classification or LM head", ctx.model_name)
