@@ -255,8 +255,13 @@ def scan(
     merge: Annotated[
         int | None, typer.Option(help="N: merge finished shards 0..N-1 of --out into one result")
     ] = None,
+    include_weak: Annotated[
+        bool, typer.Option(help="also scan concepts graded weak or 'not a concept'")
+    ] = False,
 ):
-    """Score every concept of a library along every protein in one forward pass each."""
+    """Score every concept of a library along every protein in one forward pass each.
+
+    Concepts graded weak or "not a concept" are left out unless --include-weak."""
     from esm_tcav.localize.scan import merge_shards, run_scan
 
     if merge:
@@ -272,6 +277,7 @@ def scan(
             toks_per_batch=toks_per_batch,
             dtype=dtype,
             model_path=model_path,
+            include_weak=include_weak,
         )
     )
 

@@ -60,10 +60,12 @@ def gff3_lines(
     method: str,
     mode: str,
     header: bool = True,
+    grade: str | None = None,
 ) -> Iterator[str]:
     """GFF3 lines for (protein id, span) rows, the version line first unless ``header=False``.
 
-    Feature IDs count per protein: ``<protein>_<concept>_<n>``.
+    Feature IDs count per protein: ``<protein>_<concept>_<n>``. ``grade`` (the concept's grade:
+    strong / usable / weak / not a concept) becomes a ``grade=`` attribute of every feature.
     """
     if header:
         yield GFF3_HEADER
@@ -79,6 +81,7 @@ def gff3_lines(
                 f"threshold={threshold:.6g}",
                 f"method={method}",
                 f"mode={mode}",
+                *([f"grade={gff_escape(grade, True)}"] if grade else []),
             ]
         )
         yield (
@@ -111,6 +114,7 @@ SPAN_COLUMNS = (
     "layer",
     "threshold",
     "method",
+    "grade",
 )
 
 
@@ -138,13 +142,26 @@ def span_tsv_lines(
     threshold: float,
     method: str,
     header: bool = True,
+    grade: str | None = None,
 ) -> Iterator[str]:
-    """The spans table (columns ``SPAN_COLUMNS``), the header line first unless ``header=False``."""
+    """The spans table (columns ``SPAN_COLUMNS``), the header line first unless ``header=False``;
+    the grade column is empty for an ungraded concept."""
     if header:
         yield SPANS_TSV_HEADER
     for pid, s in rows:
         yield tsv_line(
-            [pid, s.start, s.end, s.length, s.score, concept, layer, f"{threshold:.6g}", method]
+            [
+                pid,
+                s.start,
+                s.end,
+                s.length,
+                s.score,
+                concept,
+                layer,
+                f"{threshold:.6g}",
+                method,
+                grade,
+            ]
         )
 
 
