@@ -98,7 +98,9 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
         assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000\n"]
         detect_gff = gff3_lines([(pid, s) for s in spans], "motif", 4, 0.5, "f1_max", "one-pass")
         assert "".join(detect_gff) == GFF3_HEADER + gff
-    assert detect_text.splitlines()[1] == "evil id with;=%\t3\t5\t3\t1.0000\tmotif\t4\t0.5\tf1_max\t"
+    assert (
+        detect_text.splitlines()[1] == "evil id with;=%\t3\t5\t3\t1.0000\tmotif\t4\t0.5\tf1_max\t"
+    )
 
 
 def test_spans_tsv_for_normal_ids_keeps_its_bytes(tmp_path):
