@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from esm_tcav.concepts.cav import make_classifier
-from esm_tcav.concepts.stats import RankedScores
+from esm_tcav.concepts.stats import RankedScores, resample_proteins
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 _INDEX = np.full(128, 20, dtype=np.int64)
@@ -119,10 +119,7 @@ def compare(
     rng = np.random.default_rng(seed)
     reps: dict = {key: [] for key in ranked}
     for _ in range(n_boot):
-        mult = np.zeros(is_pos.size)
-        np.add.at(mult, rng.choice(pos_g, pos_g.size), 1.0)
-        np.add.at(mult, rng.choice(neg_g, neg_g.size), 1.0)
-        w = mult[test_ex.prot]
+        w = resample_proteins(rng, pos_g, neg_g, is_pos.size)[test_ex.prot]
         for key, r in ranked.items():
             reps[key].append(r.metrics(w)[0])
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)

@@ -205,6 +205,11 @@ def run_evaluate(ctx: StageContext) -> dict:
         "alpha": ev.alpha,
         # chosen at train time on the training proteins; evaluate only reports
         "best_layer": summary.get("best_layer"),
+        "best_layer_chosen_by": summary.get("best_layer_chosen_by"),
+        "sets": {
+            "heldout, residue, randoms, stats": "held-out test proteins (reported only)",
+            "thresholds, cv": "training proteins (out-of-fold), as stored at train time",
+        },
         "layers": {str(n): v for n, v in per_layer.items()},
         "figures": [str(f) for f in files],
     }

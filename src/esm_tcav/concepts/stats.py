@@ -315,6 +315,19 @@ class RankedScores:
         return auroc, ap
 
 
+def resample_proteins(
+    rng: np.random.Generator, pos_g: np.ndarray, neg_g: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """One bootstrap replicate as per-protein multiplicities: positives and negatives drawn
+    with replacement apart (each replicate keeps the class mix of proteins)."""
+    mult = np.zeros(n_groups)
+    if pos_g.size:
+        np.add.at(mult, rng.choice(pos_g, pos_g.size), 1.0)
+    if neg_g.size:
+        np.add.at(mult, rng.choice(neg_g, neg_g.size), 1.0)
+    return mult
+
+
 def bootstrap_ci(
     ranked: RankedScores,
     example_group: np.ndarray,
@@ -332,11 +345,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     aucs, aps = [], []
     for _ in range(n_boot):
-        mult = np.zeros(n_groups)
-        if pos_g.size:
-            np.add.at(mult, rng.choice(pos_g, pos_g.size), 1.0)
-        if neg_g.size:
-            np.add.at(mult, rng.choice(neg_g, neg_g.size), 1.0)
+        mult = resample_proteins(rng, pos_g, neg_g, n_groups)
         auc, ap = ranked.metrics(mult[example_group])
         if np.isfinite(auc):
             aucs.append(auc)
