@@ -6,6 +6,12 @@ part; then the final CAV on all training examples, N random CAVs, and one held-o
 (test proteins, never seen in any fit) shared by all of them. Results go to versioned,
 hash-checked artifacts (see `artifacts.py`).
 
+Nothing is chosen on the test proteins: the best layer is the highest cross-validated AUROC
+(`artifacts.select_layer`); thresholds, span decoding (`decoding.choose_decoding`) and the Platt
+calibration are set on out-of-fold scores of the training proteins. The test proteins are
+scored once, to report: held-out AUROC, the random-CAV statistics (`stats.layer_statistics`),
+the sequence-only and position controls (`controls.py`) and the grade (`grade.py`).
+
 Why the examples are planned once, before any layer is read: the same residues, spans and
 windows are used at every layer, so layers are compared on identical data, and the plan's seed
 fully determines it. Why random CAVs reuse the layer's scaler and PCA: both are fitted without
@@ -591,13 +597,14 @@ def _per_protein(ex: Examples, rows: np.ndarray, scores: np.ndarray):
     prot = ex.prot[rows]
     order = np.lexsort((ex.start[rows], prot))
     prot, starts, sc = prot[order], ex.start[rows][order], np.asarray(scores)[order]
+    labels = ex.y[rows][order]
     bounds = np.r_[0, np.nonzero(np.diff(prot))[0] + 1, prot.size]
     for a, z in zip(bounds[:-1], bounds[1:], strict=True):
         p = ex.proteins[int(prot[a])]
         if z - a != p.length or starts[a] != 0:
             continue  # only whole proteins (residue examples of every residue)
         out_scores.append(sc[a:z])
-        truth.append([(s.start, s.end) for s in p.spans] if ex.y[rows][order][a:z].any() else [])
+        truth.append([(s.start, s.end) for s in p.spans] if labels[a:z].any() else [])
     return out_scores, truth
 
 
