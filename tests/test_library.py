@@ -173,6 +173,12 @@ def test_build_writes_index_vectors_and_table(built):
         os.umask(umask)
         assert (lib / e["file"]).stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
         assert e["layer"] in (1, 2, 3) and e["threshold_method"] == "f1_max"
+        # graded from held-out quality and the controls, calibrated on out-of-fold scores
+        m = e["metrics"]
+        assert m["grade"] in ("strong", "usable", "weak", "not a concept") and m["grade_reasons"]
+        assert set(m["controls"]) == {"sequence", "position"}
+        assert m["calibration"]["fitted_on"].startswith("out-of-fold")
+        assert m["threshold_calibrated_on"].startswith("out-of-fold")
         m = e["metrics"]
         for key in ("residue_f1", "mean_iou", "auroc", "auroc_ci", "p", "q", "significant"):
             assert key in m, (e["name"], key)

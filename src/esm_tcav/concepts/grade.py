@@ -56,8 +56,8 @@ def grade(metrics: dict) -> Grade:
         return Grade("strong", [f"q = {q:.2g}, AUROC {auc:.3f}, F1 {_f(f1)}, beats both controls"])
     if auc >= 0.80 and all(beats.values()) and (f1 is None or f1 >= 0.40):
         return Grade("usable", [f"q = {q:.2g}, AUROC {auc:.3f}, F1 {_f(f1)}, beats both controls"])
-    if auc < 0.80:
-        reasons.append(f"held-out AUROC {auc:.3f} < 0.80")
+    if not auc >= 0.80:
+        reasons.append(f"held-out AUROC {auc:.3f} < 0.80 (or missing)")
     if f1 is not None and f1 < 0.40:
         reasons.append(f"held-out residue F1 {f1:.3f} < 0.40")
     return Grade("weak", reasons)
