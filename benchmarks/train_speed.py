@@ -104,17 +104,37 @@ def main() -> None:
     fast = time.perf_counter() - t
     print(f"fast path, train only:        {fast:6.2f} s  (per layer {per_layer})")
 
-    # 2. the whole `train` stage, artifacts included, into a temporary folder
-    with tempfile.TemporaryDirectory() as tmp:
-        tcfg = load_config(args.config, {"train.n_random": args.randoms, "output_dir": tmp})
-        tctx = RunContext(tcfg)
-        tctx.__dict__["loaded"] = demo.loaded
-        tctx.__dict__["store"] = demo.store  # the demo's embeddings
-        t = time.perf_counter()
-        run_train(tctx, force=True)
-        stage = time.perf_counter() - t
-        assert latest_version(Path(tmp), tctx.model_name) == 1
+    # 2. the whole `train` stage, artifacts included, into a temporary folder: with today's
+    # defaults, and (same run, same load on the CPU) with the work issue 11 added switched off
+    # (no controls, no span-decoding grid, no Platt fit): the ratio is what those cost
+    def stage_seconds(extra: dict, lean: bool = False) -> float:
+        import esm_tcav.concepts.train as train_module
+
+        saved = train_module.choose_decoding, train_module.fit_platt
+        if lean:
+            train_module.choose_decoding = lambda *a, **k: {}
+            train_module.fit_platt = lambda *a, **k: {}
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                over = {"train.n_random": args.randoms, "output_dir": tmp, **extra}
+                tctx = RunContext(load_config(args.config, over))
+                tctx.use_model(demo.loaded)
+                tctx.use_store(demo.store)  # the demo's embeddings, not recomputed
+                t = time.perf_counter()
+                run_train(tctx, force=True)
+                took = time.perf_counter() - t
+                assert latest_version(Path(tmp), tctx.model_name) == 1
+        finally:
+            train_module.choose_decoding, train_module.fit_platt = saved
+        return took
+
+    stage = stage_seconds({})
+    lean = stage_seconds({"train.controls": False}, lean=True)
     print(f"`train` stage with artifacts: {stage:6.2f} s  (target < 20 s)")
+    print(
+        f"same without controls, decoding grid and calibration: {lean:6.2f} s "
+        f"(ratio {stage / lean:.2f}x)"
+    )
 
     result = {
         "cpu_cores": os.cpu_count(),
@@ -122,6 +142,8 @@ def main() -> None:
         "n_random": args.randoms,
         "fast_train_s": round(fast, 2),
         "train_stage_s": round(stage, 2),
+        "train_stage_without_issue11_additions_s": round(lean, 2),
+        "ratio_vs_without": round(stage / lean, 2),
         "target_s": 20,
         "under_target": stage < 20,
     }

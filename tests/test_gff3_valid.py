@@ -71,6 +71,8 @@ def test_scan_gff3_passes_the_so_typecheck(tmp_path):
             smoothing_window=1,
             min_span_length=1,
             merge_gap=0,
+            grade=None,
+            calibration=None,
         )
         for name in ("zinc finger", "TM helix")
     ]

@@ -80,6 +80,8 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
         smoothing_window=1,
         min_span_length=1,
         merge_gap=0,
+        grade=None,
+        calibration=None,
     )
     lib = SimpleNamespace(concepts=[concept])
     scores = np.array([0, 0, 1, 1, 1, 0, 0.9, 0], np.float32)[:, None]
@@ -92,7 +94,7 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
         detect_text = (tmp_path / "d.tsv").read_text()
         assert detect_text == SPANS_TSV_HEADER + tsv
         assert len(tsv.splitlines()) == 2 and all(
-            len(line.split("\t")) == 9 for line in tsv.splitlines()
+            len(line.split("\t")) == 10 for line in tsv.splitlines()
         )
         assert counts == [(2, 4)]
         assert prow.count("\n") == 1 and prow.split("\t")[1:] == ["8", "2", "1.0000", "0.4875\n"]
@@ -101,17 +103,23 @@ def test_detect_and_scan_write_the_same_span_line(tmp_path):
         )
         assert "".join(detect_gff) == GFF3_HEADER + gff
         assert gff.startswith(f"##sequence-region {gff.split()[1]} 1 8\n")
-    assert detect_text.splitlines()[1] == "evil id with;=%\t3\t5\t3\t1.0000\tmotif\t4\t0.5\tf1_max"
+    assert (
+        detect_text.splitlines()[1] == "evil id with;=%\t3\t5\t3\t1.0000\tmotif\t4\t0.5\tf1_max\t"
+    )
 
 
 def test_spans_tsv_for_normal_ids_keeps_its_bytes(tmp_path):
     rows = [("P1", ScoredSpan(3, 9, 1.23456)), ("Q9", ScoredSpan(1, 1, -0.5))]
     atomic_write_lines(tmp_path / "s.tsv", span_tsv_lines(rows, "C2H2", 4, 0.123456789, "f1_max"))
     assert (tmp_path / "s.tsv").read_text() == (
-        "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\n"
-        "P1\t3\t9\t7\t1.2346\tC2H2\t4\t0.123457\tf1_max\n"
-        "Q9\t1\t1\t1\t-0.5000\tC2H2\t4\t0.123457\tf1_max\n"
+        "protein_id\tstart\tend\tlength\tscore\tconcept\tlayer\tthreshold\tmethod\tgrade\n"
+        "P1\t3\t9\t7\t1.2346\tC2H2\t4\t0.123457\tf1_max\t\n"
+        "Q9\t1\t1\t1\t-0.5000\tC2H2\t4\t0.123457\tf1_max\t\n"
     )
+    graded = "".join(span_tsv_lines(rows[:1], "C2H2", 4, 0.5, "f1_max", False, grade="weak"))
+    assert graded == "P1\t3\t9\t7\t1.2346\tC2H2\t4\t0.5\tf1_max\tweak\n"
+    gff = "".join(gff3_lines(rows[:1], "C2H2", 4, 0.5, "f1_max", "one-pass", False, grade="weak"))
+    assert gff.rstrip("\n").endswith(";mode=one-pass;grade=weak")
     write_table(tmp_path / "p.tsv", ["protein_id", "mean_iou"], [["P1", None], ["Q9", 0.25]])
     assert (tmp_path / "p.tsv").read_text() == "protein_id\tmean_iou\nP1\t\nQ9\t0.2500\n"
 

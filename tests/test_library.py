@@ -173,6 +173,12 @@ def test_build_writes_index_vectors_and_table(built):
         os.umask(umask)
         assert (lib / e["file"]).stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
         assert e["layer"] in (1, 2, 3) and e["threshold_method"] == "f1_max"
+        # graded from held-out quality and the controls, calibrated on out-of-fold scores
+        m = e["metrics"]
+        assert m["grade"] in ("strong", "usable", "weak", "not a concept") and m["grade_reasons"]
+        assert set(m["controls"]) == {"sequence", "position"}
+        assert m["calibration"]["fitted_on"].startswith("out-of-fold")
+        assert m["threshold_calibrated_on"].startswith("out-of-fold")
         m = e["metrics"]
         for key in ("residue_f1", "mean_iou", "auroc", "auroc_ci", "p", "q", "significant"):
             assert key in m, (e["name"], key)
@@ -212,7 +218,12 @@ def test_scan_with_the_library_calls_the_spans_detect_calls(built, tmp_path):
     ids = test["positives"] + test["negatives"]
     fasta = tmp_path / "test.fasta"
     fasta.write_text("".join(f">{i}\n{proteins[i]}\n" for i in ids))
-    run_scan(fasta, built["lib"], tmp_path / "scan", progress=False)
+    # the tiny random model's concepts are graded weak: scan leaves them out unless asked
+    assert entry.grade in ("strong", "usable", "weak", "not a concept")
+    if entry.grade in ("weak", "not a concept"):
+        with pytest.raises(ConfigError, match="--include-weak"):
+            run_scan(fasta, built["lib"], tmp_path / "refused", progress=False)
+    run_scan(fasta, built["lib"], tmp_path / "scan", progress=False, include_weak=True)
     want = sorted(
         tuple(r.split("\t")[:3]) for r in (det / "spans.tsv").read_text().splitlines()[1:]
     )
@@ -348,18 +359,12 @@ def test_cli_build_and_scan(built, tmp_path, monkeypatch):
     summary = json.loads(result.stdout)
     assert set(summary["concepts"]) == {"motif", "tm_motif", "bind_motif"}
     fasta = built["folder"] / "neg.fasta"
+    args = ["scan", str(fasta), "--library", str(tmp_path / "lib"), "--out"]
+    # every concept of the tiny random model is graded weak: refused unless --include-weak
+    refused = CliRunner().invoke(app, [*args, str(tmp_path / "refused")])
+    assert refused.exit_code != 0 and "--include-weak" in refused.output
     result = CliRunner().invoke(
-        app,
-        [
-            "scan",
-            str(fasta),
-            "--library",
-            str(tmp_path / "lib"),
-            "--out",
-            str(tmp_path / "scan"),
-            "--shard",
-            "1/2",
-        ],
+        app, [*args, str(tmp_path / "scan"), "--shard", "1/2", "--include-weak"]
     )
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(

@@ -120,12 +120,21 @@ def test_report_renders_the_run_with_its_numbers(run_dir):
     # the verdict, in the words and formats of the report
     auroc_txt = f"held-out AUROC {fmt_auc(row['auroc'])} {fmt_ci(heldout['auroc_ci'])}"
     stat_txt = (
-        f"p = {fmt_p(row['p'])} (smallest possible with 39 random CAVs: "
-        f"{fmt_p(row['min_p'])}), q = {fmt_p(row['q'])}"
+        f"t-test p = {fmt_p(row['p'])}, q = {fmt_p(row['q'])} (empirical p "
+        f"{fmt_p(row['p_empirical'])}, smallest possible with 39 random CAVs: "
+        f"{fmt_p(row['min_p'])})"
     )
     assert f"{MODEL} layer {best} encodes planted_motif: {auroc_txt}, {stat_txt}" in dom
     assert row["significant"] and "<b>significant</b> at α = 0.05" in dom
-    assert p_in_words(row["p"], 39) == "beats all 39 random CAVs"
+    assert p_in_words(row["p_empirical"], 39) == "beats all 39 random CAVs"
+    # the controls and the grade beside the verdict
+    for name, c in row["controls"].items():
+        if name.startswith("_"):
+            continue
+        assert f"held-out AUROC {fmt_auc(c['auroc'])}; layer {best} minus control" in dom
+        assert f"{c['delta_auroc']:+.3f}" in dom
+    assert f"Grade: <b>{row['grade']}</b>" in dom
+    assert "chosen by cross-validated AUROC on the training proteins" in dom
 
     # every layer: AUROC with interval, AUPRC, random baseline, p and q
     for key, layer in summary["layers"].items():

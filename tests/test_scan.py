@@ -483,3 +483,36 @@ def test_scan_settings_are_the_cli_defaults_and_are_checked(planted, tiny, tmp_p
     with pytest.raises(ConfigError, match="key 'dtype'"):
         run_scan(planted["fasta"], planted["lib"], tmp_path / "o", dtype="int8", loaded=tiny)
     assert not (tmp_path / "o").exists()
+
+
+def test_weak_concepts_are_left_out_unless_asked_and_grades_reach_the_outputs(
+    tiny, planted, tmp_path
+):
+    model = {
+        "name": tiny.spec.name,
+        "fingerprint": tiny.fingerprint,
+        "hidden_size": tiny.spec.hidden_size,
+    }
+    root = tmp_path / "lib"
+    strong, weak = planted["cavs"][0], planted["cavs"][1]
+    for cav, grade in ((strong, "strong"), (weak, "weak")):
+        add_to_library(
+            root,
+            model,
+            Concept(cav, threshold=0.0, min_span_length=4, merge_gap=1, metrics={"grade": grade}),
+        )
+    left = run_scan(planted["fasta"], root, tmp_path / "a", loaded=tiny, progress=False)
+    assert list(left["concepts"]) == ["trp_run"]
+    features = [
+        line.split("\t")
+        for line in (tmp_path / "a" / "scan.gff3").read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    assert features and all(f[8].endswith(";grade=strong") for f in features)
+    assert all(row[-1] == "strong" for row in _read_tsv(tmp_path / "a" / "scan.tsv"))
+    both = run_scan(
+        planted["fasta"], root, tmp_path / "b", loaded=tiny, progress=False, include_weak=True
+    )
+    assert set(both["concepts"]) == {"trp_run", "rand_a"}
+    rows = _read_tsv(tmp_path / "b" / "scan.tsv")
+    assert {r[5]: r[-1] for r in rows}.get("rand_a", "weak") == "weak"

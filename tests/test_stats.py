@@ -18,6 +18,7 @@ from esm_tcav.concepts.stats import (
     layer_statistics,
     min_p,
     qvalues,
+    random_t_p,
     tcav_verdict,
     welch_t,
     z_score,
@@ -70,20 +71,39 @@ def test_layer_statistics_and_verdict_words():
     }
     per[2]["auroc"], per[4]["auroc"] = 0.95, 0.50
     add_qvalues(per, 0.05)
-    assert per[2]["p"] == pytest.approx(0.01) and per[2]["q"] == pytest.approx(0.02)
+    # the verdict's p is the one-sided single-observation t-test; the empirical p sits beside it
+    r = np.linspace(0.45, 0.55, 99)
+    t = (0.95 - r.mean()) / (r.std(ddof=1) * np.sqrt(1 + 1 / 99))
+    assert per[2]["t"] == pytest.approx(t)
+    assert per[2]["p"] == pytest.approx(st.t.sf(t, 98))
+    assert per[2]["p_empirical"] == pytest.approx(0.01) and per[2]["min_p"] == 0.01
+    assert per[2]["q"] == pytest.approx(per[2]["p"] * 2)  # BH over 2 layers, both ranks
     assert per[2]["significant"] and per[2]["verdict"].startswith("significant")
+    assert "empirical p = 0.01" in per[2]["verdict"]
     assert not per[4]["significant"] and per[4]["verdict"].startswith("not significant")
-    # 20 random CAVs, two layers: p at its minimum 1/21 but q = 2/21 > 0.05: said in words
+    assert per[4]["p"] == pytest.approx(0.5, abs=1e-9)
+    # 20 random CAVs: the empirical p floor (1/21) no longer caps the verdict's p
     two = {
-        n: {**layer_statistics(0.95, [0.95, 0.94], np.linspace(0.45, 0.55, 20)), "auroc": 0.95}
+        n: {
+            **layer_statistics(0.998, [0.99, 0.99], 0.5 + 0.05 * np.sin(np.arange(20))),
+            "auroc": 0.998,
+        }
         for n in (1, 2)
     }
-    two[2]["p"] = 0.5
     add_qvalues(two, 0.05)
-    assert not two[1]["significant"] and "at its minimum" in two[1]["verdict"]
-    few = {1: {**layer_statistics(0.99, [0.99, 0.98], [0.5] * 9), "auroc": 0.99}}
-    add_qvalues(few, 0.05)
-    assert "raise train.n_random" in few[1]["verdict"]  # min p 0.1 can never reach 0.05
+    assert two[1]["q"] < 0.01 and two[1]["p_empirical"] == pytest.approx(1 / 21)
+    one = {1: {**layer_statistics(0.99, [0.99], [0.5]), "auroc": 0.99}}
+    add_qvalues(one, 0.05)  # a single random CAV: no t-test, the empirical p and its floor
+    assert one[1]["p_test"] == "empirical" and "raise train.n_random" in one[1]["verdict"]
+
+
+def test_random_t_p_degenerate_cases():
+    assert all(math.isnan(v) for v in random_t_p(0.9, [0.5]))
+    assert random_t_p(0.9, [0.5, 0.5])[1] == 0.0
+    assert random_t_p(0.5, [0.5, 0.5]) == (0.0, 1.0)
+    assert random_t_p(0.1, [0.5, 0.5])[1] == 1.0
+    t, p = random_t_p(0.5, [0.4, 0.6])
+    assert t == 0.0 and p == pytest.approx(0.5)
 
 
 def test_weighted_auc_matches_sklearn_with_ties_and_weights():

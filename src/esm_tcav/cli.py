@@ -301,9 +301,14 @@ def scan(
         typer.Option(help="embedding store: stored proteins are scored from it, not re-embedded"),
     ] = None,
     show: ShowOpt = None,
+    include_weak: Annotated[
+        bool, typer.Option(help="also scan concepts graded weak or 'not a concept'")
+    ] = False,
 ):
     """Score every concept of a library along every protein in one forward pass each; the
-    whole scan (or the merge) ends with proteins.html, the proteins ranked per concept."""
+    whole scan (or the merge) ends with proteins.html, the proteins ranked per concept.
+
+    Concepts graded weak or "not a concept" are left out unless --include-weak."""
     from esm_tcav.concepts.library import load_library
     from esm_tcav.localize.scan import load_scan_model, merge_shards, run_scan
     from esm_tcav.run.scan_view import scan_view
@@ -326,6 +331,7 @@ def scan(
         model_path=model_path,
         loaded=loaded,
         store=store,
+        include_weak=include_weak,
     )
     if shard is None:
         result["view"] = str(scan_view(out, fasta, library, loaded=loaded, **view))

@@ -89,6 +89,10 @@ class TrainSection(_Section):
     residue_cap: int = Field(20000, ge=100)
     n_random: int = Field(20, ge=0, le=1000)
     random_mode: Literal["label_shuffle", "random_split"] = "label_shuffle"
+    # sequence-only baseline and position control beside every verdict (concepts/controls.py)
+    controls: bool = True
+    control_window: int = Field(7, ge=0)  # one-hot amino acids at offsets -w..w
+    control_bootstrap: int = Field(200, ge=0)  # protein bootstrap of layer-minus-control AUROC
 
 
 class EvaluateSection(_Section):
@@ -105,9 +109,11 @@ class ThresholdSection(_Section):
 class DetectSection(_Section):
     layer: int | Literal["best"] = "best"
     mode: Literal["one-pass", "sliding-window"] = "one-pass"
-    smoothing_window: int = Field(1, ge=1)
-    min_span_length: int = Field(5, ge=1)
-    merge_gap: int = Field(3, ge=0)
+    # span decoding: None = the concept's own, chosen on out-of-fold training scores at train
+    # time (concepts/decoding.py); a value here overrides it
+    smoothing_window: int | None = Field(None, ge=1)
+    min_span_length: int | None = Field(None, ge=1)
+    merge_gap: int | None = Field(None, ge=0)
     window: int = Field(20, ge=1)  # sliding-window mode
     stride: int = Field(5, ge=1)
     heatmaps_top: int = Field(5, ge=0)

@@ -9,7 +9,8 @@ Layout under a run's output folder (one version k per `train` run, shared by all
                                       stacked: `directions` [N, H], `biases` [N]),
                                       randoms.json (index, seed, held-out AUROC of each),
                                       manifest.json
-    cavs/<model>/summary_v{k}.json    per layer: held-out AUROC, p, q, z, significant; best_layer
+    cavs/<model>/summary_v{k}.json    per layer: held-out AUROC, p, q, z, significant, controls,
+                                      grade; best_layer (chosen on the training proteins)
 
 `load_concept` reads one layer's folder into a `Concept` (the record a library holds too);
 `cav.safetensors` is the one CAV file format (`CAV.save`), also that of a library's vector
@@ -35,6 +36,7 @@ import numpy as np
 from esm_tcav._version import __version__
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.decoding import decoding_of
 from esm_tcav.concepts.thresholds import get_threshold
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
@@ -263,6 +265,7 @@ def load_concept(
         cav,
         threshold=get_threshold(thresholds, method),
         threshold_method=method,
+        **decoding_of(thresholds),
         version=version,
         metrics=report,
         provenance=manifest,
@@ -285,14 +288,36 @@ def load_summary(out_dir: Path, model_name: str, version: int | None = None) -> 
     return read_json(summary_path(out_dir, model_name, version))
 
 
+SELECTION = (
+    "highest mean cross-validated AUROC on the training proteins (in-sample training AUROC when "
+    "there are too few proteins for CV); the test proteins never choose"
+)
+
+
+def select_layer(layers: dict[str, dict]) -> int | None:
+    """The layer to report and detect at, chosen on training proteins only (`SELECTION`): the
+    highest `cv_auroc_mean`, else the highest in-sample `train_auroc`; ties go to the lower
+    layer. Held-out numbers are never read."""
+    for key in ("cv_auroc_mean", "train_auroc"):
+        scored = [
+            (v[key], -int(k))
+            for k, v in layers.items()
+            if v.get(key) is not None and np.isfinite(v[key])
+        ]
+        if scored:
+            return -max(scored)[1]
+    return None
+
+
 def best_layer(out_dir: Path, model_name: str) -> int:
-    """Layer with the highest held-out AUROC in the newest summary."""
+    """The newest summary's best layer, chosen on the training proteins (`select_layer`)."""
     summary = load_summary(out_dir, model_name)
-    layers = summary.get("layers", {})
-    scored = [(v.get("auroc"), int(k)) for k, v in layers.items() if v.get("auroc") is not None]
-    if not scored:
+    best = summary.get("best_layer")
+    if best is None:
+        best = select_layer(summary.get("layers", {}))
+    if best is None:
         raise ArtifactError(
             f"{summary_path(out_dir, model_name, summary['version'])}: no layer "
-            "has a held-out AUROC"
+            "has a cross-validated or training AUROC"
         )
-    return max(scored)[1]
+    return int(best)

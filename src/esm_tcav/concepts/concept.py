@@ -17,8 +17,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from esm_tcav.concepts.cav import CAV
+from esm_tcav.concepts.decoding import apply_platt
 from esm_tcav.concepts.thresholds import get_threshold
+from esm_tcav.errors import ArtifactError
 
 # the decision rule, in the order library.json lists it
 RULE_FIELDS = ("threshold", "threshold_method", "smoothing_window", "min_span_length", "merge_gap")
@@ -54,6 +58,26 @@ class Concept:
     @property
     def layer(self) -> int:
         return self.cav.layer
+
+    @property
+    def grade(self) -> str | None:
+        """strong / usable / weak / not a concept (concepts/grade.py); None when not graded."""
+        g = self.metrics.get("grade")
+        return g.get("grade") if isinstance(g, dict) else g
+
+    @property
+    def calibration(self) -> dict | None:
+        """Platt scaling fitted on out-of-fold training scores (thresholds.json), if any."""
+        cal = self.thresholds.get("calibration") or self.metrics.get("calibration")
+        return cal if isinstance(cal, dict) and "a" in cal else None
+
+    def probability(self, scores: np.ndarray) -> np.ndarray:
+        """Per-residue probabilities of raw CAV scores (comparable across concepts); raises
+        ArtifactError when the concept carries no calibration (trained before it existed)."""
+        cal = self.calibration
+        if cal is None:
+            raise ArtifactError(f"concept {self.name!r} has no calibration; retrain it")
+        return apply_platt(cal, scores)
 
     def rule(self) -> dict:
         """The decision rule as library.json records it."""

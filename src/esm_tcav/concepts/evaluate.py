@@ -191,11 +191,6 @@ def run_evaluate(ctx: StageContext) -> dict:
                 out_dir / f"L{n}_random_comparison.png",
             )
         )
-    scored = [
-        (v["heldout"]["auroc"], n)
-        for n, v in per_layer.items()
-        if v["heldout"]["auroc"] is not None and np.isfinite(v["heldout"]["auroc"])
-    ]
     doc = {
         "concept": concept,
         "model": model,
@@ -209,7 +204,13 @@ def run_evaluate(ctx: StageContext) -> dict:
             "resampled": "proteins with replacement, positives and negatives apart",
         },
         "alpha": ev.alpha,
-        "best_layer": max(scored)[1] if scored else None,
+        # chosen at train time on the training proteins; evaluate only reports
+        "best_layer": summary.get("best_layer"),
+        "best_layer_chosen_by": summary.get("best_layer_chosen_by"),
+        "sets": {
+            "heldout, residue, randoms, stats": "held-out test proteins (reported only)",
+            "thresholds, cv": "training proteins (out-of-fold), as stored at train time",
+        },
         "layers": {str(n): v for n, v in per_layer.items()},
         "figures": [str(f) for f in files],
     }

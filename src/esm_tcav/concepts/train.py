@@ -6,6 +6,12 @@ part; then the final CAV on all training examples, N random CAVs, and one held-o
 (test proteins, never seen in any fit) shared by all of them. Results go to versioned,
 hash-checked artifacts (see `artifacts.py`).
 
+Nothing is chosen on the test proteins: the best layer is the highest cross-validated AUROC
+(`artifacts.select_layer`); thresholds, span decoding (`decoding.choose_decoding`) and the Platt
+calibration are set on out-of-fold scores of the training proteins. The test proteins are
+scored once, to report: held-out AUROC, the random-CAV statistics (`stats.layer_statistics`),
+the sequence-only and position controls (`controls.py`) and the grade (`grade.py`).
+
 Why the examples are planned once, before any layer is read: the same residues, spans and
 windows are used at every layer, so layers are compared on identical data, and the plan's seed
 fully determines it. Why random CAVs reuse the layer's scaler and PCA: both are fitted without
@@ -26,7 +32,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 
 from esm_tcav._version import __version__
+from esm_tcav.concepts import controls as ctl
 from esm_tcav.concepts.artifacts import (
+    SELECTION,
     ArtifactDir,
     concept_dir,
     latest_version,
@@ -34,12 +42,16 @@ from esm_tcav.concepts.artifacts import (
     next_version,
     randoms_dir,
     save_randoms,
+    select_layer,
     summary_path,
     verify_manifest,
 )
 from esm_tcav.concepts.cav import CAV, make_classifier
+from esm_tcav.concepts.decoding import choose_decoding, fit_platt
+from esm_tcav.concepts.grade import RULE as GRADE_RULE
+from esm_tcav.concepts.grade import grade
 from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_fields
-from esm_tcav.concepts.thresholds import build_thresholds
+from esm_tcav.concepts.thresholds import build_thresholds, metrics_at
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
@@ -49,7 +61,10 @@ from esm_tcav.ui import iter_progress
 log = logging.getLogger("esm_tcav.concepts.train")
 
 # tags that make each random stream of a run independent and reproducible from `seed`
-_SUBSAMPLE, _WINDOWS, _CV, _RANDOM, _TEST_WINDOWS = 1, 2, 3, 4, 5
+_SUBSAMPLE, _WINDOWS, _CV, _RANDOM, _TEST_WINDOWS, _CONTROLS = 1, 2, 3, 4, 5, 6
+OOF_SOURCE = "out-of-fold CV scores of the training proteins"
+INSAMPLE_SOURCE = "training proteins, in-sample scores (too few proteins for cross-validation)"
+
 # n * H * H below this: one BLAS thread (a 20000 x 320 layer is 2e9, a 20000 x 1280 one 3e10)
 SMALL_BLAS_WORK = 1e10
 
@@ -355,6 +370,7 @@ class LayerResult:
     report: dict
     thresholds: dict
     stats: dict
+    test_scores: np.ndarray | None = None
 
 
 def train_layer(
@@ -463,25 +479,29 @@ def _fit_evaluate(
         r_aucs.append(ra)
 
     fold_models = cv.pop("_fold_models", [])
-    if residue_test is None:  # no spans: thresholds on whole proteins
-        thr_scores, thr_labels, level = S[:, 0], yt, test_ex.kind
-        residue_auroc = None
-    else:
-        if residue_test is test_ex:
-            thr_scores = S[:, 0]
-        else:
-            thr_scores = residue_test.score(store, layer, D[:1], b[:1])[:, 0]
-        thr_labels, level = residue_test.y, "residue"
-        residue_auroc = _auc(thr_labels.astype(np.int64), thr_scores)[0]
-    thresholds_from = "held-out test proteins (too few training proteins for CV)"
-    thr_ex = (
-        threshold_ex if threshold_ex is not None else (train_ex if residue_test is None else None)
-    )
-    oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept) if thr_ex else None
+    residue_auroc = residue_scores = None
+    if residue_test is not None:
+        residue_scores = (
+            S[:, 0]
+            if residue_test is test_ex
+            else residue_test.score(store, layer, D[:1], b[:1])[:, 0]
+        )
+        residue_auroc = _auc(residue_test.y.astype(np.int64), residue_scores)[0]
+    # Thresholds, decoding and calibration: training proteins only. Out-of-fold scores (each
+    # protein scored by the fold model that never saw it); without CV, in-sample scores of the
+    # final CAV on the training examples. The test proteins never enter.
+    thr_ex = threshold_ex
+    if thr_ex is None:
+        thr_ex = training_residues(train_ex) if residue_test is not None else train_ex
+    oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept)
     if oof is not None:
         thr_scores, rows = oof
-        thr_labels = thr_ex.y[rows]
-        thresholds_from = "out-of-fold CV scores of the training proteins"
+        thresholds_from = OOF_SOURCE
+    else:
+        rows = np.arange(len(thr_ex))
+        thr_scores = thr_ex.score(store, layer, D[:1], b[:1])[:, 0]
+        thresholds_from = INSAMPLE_SOURCE
+    thr_labels = thr_ex.y[rows]
     thc = cfg.thresholds
     thresholds = build_thresholds(
         layer,
@@ -491,9 +511,20 @@ def _fit_evaluate(
         thc.precision_at_recall,
         thc.fpr,
         thc.method,
-        level,
+        thr_ex.kind,
+        source=thresholds_from,
     )
     thresholds["calibrated_on"] = thresholds_from
+    thresholds["calibration"] = fit_platt(thr_scores, thr_labels, seed=seed)
+    thresholds["calibration"]["fitted_on"] = thresholds_from
+    default_value = thresholds["methods"][thc.method]["value"]
+    if thr_ex.kind == "residue":
+        per_prot, truth = _per_protein(thr_ex, rows, thr_scores)
+        thresholds["decoding"] = choose_decoding(per_prot, truth, default_value)
+        thresholds["decoding"]["chosen_on"] = thresholds_from
+    residue_f1 = None
+    if residue_scores is not None:
+        residue_f1 = metrics_at(residue_scores, residue_test.y, default_value)["f1"]
 
     st = layer_statistics(auroc, cv["fold_aurocs"], r_aucs)
     st["auroc"] = auroc
@@ -516,6 +547,7 @@ def _fit_evaluate(
             "positive": int((y == 1).sum()),
             "negative": int((y == 0).sum()),
             "proteins": int(np.unique(train_ex.prot).size),
+            "auroc": _auc(y, np.asarray(clf.decision_function(X)))[0],
             **train_ex.notes,
         },
         "cv": {
@@ -530,6 +562,9 @@ def _fit_evaluate(
             "auroc": auroc,
             "auprc": auprc,
             "residue_auroc": residue_auroc,
+            "residue_f1_at_threshold": residue_f1,
+            "threshold_method": thc.method,
+            "set": "held-out test proteins (reported only, never used to choose)",
         },
         "randoms": {
             "n": tc.n_random,
@@ -544,10 +579,60 @@ def _fit_evaluate(
         "stats": st,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return LayerResult(layer, cav, clf, randoms, info, report, thresholds, st)
+    return LayerResult(layer, cav, clf, randoms, info, report, thresholds, st, S[:, 0])
+
+
+def training_residues(train_ex: Examples) -> Examples:
+    """Every residue of the training proteins (thresholds and decoding are set on these)."""
+    idx = np.unique(train_ex.prot)
+    pos_set = set(np.unique(train_ex.prot[train_ex.y == 1]).tolist())
+    prots = train_ex.proteins
+    return all_residue_examples(
+        [prots[i] for i in idx if i in pos_set], [prots[i] for i in idx if i not in pos_set]
+    )
+
+
+def _per_protein(ex: Examples, rows: np.ndarray, scores: np.ndarray):
+    """Per protein with covered residues: (its residue scores in order, its annotated spans)."""
+    out_scores, truth = [], []
+    prot = ex.prot[rows]
+    order = np.lexsort((ex.start[rows], prot))
+    prot, starts, sc = prot[order], ex.start[rows][order], np.asarray(scores)[order]
+    labels = ex.y[rows][order]
+    bounds = np.r_[0, np.nonzero(np.diff(prot))[0] + 1, prot.size]
+    for a, z in zip(bounds[:-1], bounds[1:], strict=True):
+        p = ex.proteins[int(prot[a])]
+        if z - a != p.length or starts[a] != 0:
+            continue  # only whole proteins (residue examples of every residue)
+        out_scores.append(sc[a:z])
+        truth.append([(s.start, s.end) for s in p.spans] if labels[a:z].any() else [])
+    return out_scores, truth
 
 
 # ---------------------------------------------------------------------- the `train` stage
+
+
+def _controls(cfg, train_ex: Examples, test_ex: Examples, results: dict) -> dict[int, dict]:
+    """Sequence-only baseline and position control vs every layer (see concepts/controls.py)."""
+    tc = cfg.train
+    if not tc.controls or len(train_ex) == 0 or test_ex.y.min() == test_ex.y.max():
+        return {}
+    t0 = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"):
+        scores = {
+            name: ctl.control_scores(name, train_ex, test_ex, tc, cfg.seed, tc.control_window)
+            for name in ctl.CONTROLS
+        }
+    rows = ctl.compare(
+        test_ex,
+        {layer: r.test_scores for layer, r in results.items()},
+        scores,
+        tc.control_bootstrap,
+        cfg.evaluate.alpha,
+        cfg.seed + _CONTROLS,
+    )
+    log.info("train: controls in %.1f s", time.perf_counter() - t0)
+    return rows
 
 
 def inputs_record(ctx: StageContext, granularity: str) -> dict:
@@ -708,6 +793,24 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         )
     per_layer = {layer: r.stats for layer, r in results.items()}
     add_qvalues(per_layer, cfg.evaluate.alpha)
+    control_rows = _controls(cfg, train_ex, test_ex, results)
+    for layer, res in results.items():
+        st = per_layer[layer]
+        st["controls"] = control_rows.get(layer, {})
+        if st["controls"]:
+            st["verdict"] += "; the layer " + ctl.words(st["controls"])
+        g = grade(
+            {
+                "q": st.get("q"),
+                "auroc": res.report["heldout"]["auroc"],
+                "residue_f1": res.report["heldout"]["residue_f1_at_threshold"],
+                "controls": st["controls"],
+            }
+        )
+        st["grade"] = g.label
+        st["grade_reasons"] = g.reasons
+        res.report["controls"] = st["controls"]
+        res.report["grade"] = {**g.as_dict(), "rule": GRADE_RULE}
 
     version = next_version(ctx.out, ctx.model_name)
     split = {
@@ -749,11 +852,19 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
             "auprc": rep["heldout"]["auprc"],
             "residue_auroc": rep["heldout"]["residue_auroc"],
             "cv_auroc_mean": rep["cv"]["auroc_mean"],
+            "train_auroc": rep["train"].get("auroc"),
             **summary_fields(st),
+            "residue_f1": rep["heldout"]["residue_f1_at_threshold"],
+            "controls": st["controls"],
+            "grade": st["grade"],
+            "grade_reasons": st["grade_reasons"],
+            "decoding": {
+                k: v for k, v in (res.thresholds.get("decoding") or {}).items() if k != "grid"
+            },
             "thresholds": {m: v["value"] for m, v in res.thresholds["methods"].items()},
             "path": str(concept_dir(ctx.out, ctx.model_name, layer, version)),
         }
-    scored = [(v["auroc"], int(k)) for k, v in layers_summary.items() if v["auroc"] is not None]
+    best = select_layer(layers_summary)
     summary = {
         "version": version,
         "concept": ds.concept,
@@ -766,7 +877,14 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         "inputs_hash": inputs_hash,
         "created": common["created"],
         "layers": layers_summary,
-        "best_layer": max(scored)[1] if scored else None,
+        "best_layer": best,
+        "best_layer_chosen_by": SELECTION,
+        "grade_rule": GRADE_RULE,
+        "sets": {
+            "auroc, auprc, residue_auroc, residue_f1, p, q, controls, grade": "held-out test "
+            "proteins (reported only)",
+            "cv_auroc_mean, best_layer, thresholds, decoding, calibration": "training proteins",
+        },
         "seconds": round(time.perf_counter() - t0, 2),
         "path": str(summary_path(ctx.out, ctx.model_name, version)),
     }

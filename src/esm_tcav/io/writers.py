@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -76,14 +76,18 @@ def gff3_lines(
     mode: str,
     header: bool = True,
     lengths: Mapping[str, int] | None = None,
+    grade: str | None = None,
+    probability: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[str]:
     """GFF3 lines for (protein id, span) rows, the version line first unless ``header=False``.
 
     Column 3 is the Sequence Ontology type ``GFF3_SO_TYPE`` and ``Name=`` the concept, so the
     file passes ``gt gff3validator -typecheck so``. With ``lengths`` (protein id -> residues),
     a ``##sequence-region`` pragma precedes each protein's first feature. The score column is
-    the mean span score (the hook for a calibrated probability once concepts carry one).
-    Feature IDs count per protein: ``<protein>_<concept>_<n>``.
+    ``probability(mean span score)`` (the concept's calibration, so scores compare across
+    concepts) when given, else the mean span score.
+    Feature IDs count per protein: ``<protein>_<concept>_<n>``. ``grade`` (the concept's grade:
+    strong / usable / weak / not a concept) becomes a ``grade=`` attribute of every feature.
     """
     if header:
         yield GFF3_HEADER
@@ -100,6 +104,7 @@ def gff3_lines(
                 f"threshold={threshold:.6g}",
                 f"method={method}",
                 f"mode={mode}",
+                *([f"grade={gff_escape(grade, True)}"] if grade else []),
             ]
         )
         yield (
@@ -110,7 +115,7 @@ def gff3_lines(
                     GFF3_SO_TYPE,
                     str(span.start),
                     str(span.end),
-                    f"{span.score:.4f}",
+                    f"{_gff_score(span.score, probability):.4f}",
                     ".",
                     ".",
                     attrs,
@@ -118,6 +123,10 @@ def gff3_lines(
             )
             + "\n"
         )
+
+
+def _gff_score(score: float, probability: Callable[[np.ndarray], np.ndarray] | None) -> float:
+    return score if probability is None else float(probability(np.array([score]))[0])
 
 
 # ---------------------------------------------------------------------- TSV
@@ -132,6 +141,7 @@ SPAN_COLUMNS = (
     "layer",
     "threshold",
     "method",
+    "grade",
 )
 
 
@@ -159,13 +169,26 @@ def span_tsv_lines(
     threshold: float,
     method: str,
     header: bool = True,
+    grade: str | None = None,
 ) -> Iterator[str]:
-    """The spans table (columns ``SPAN_COLUMNS``), the header line first unless ``header=False``."""
+    """The spans table (columns ``SPAN_COLUMNS``), the header line first unless ``header=False``;
+    the grade column is empty for an ungraded concept."""
     if header:
         yield SPANS_TSV_HEADER
     for pid, s in rows:
         yield tsv_line(
-            [pid, s.start, s.end, s.length, s.score, concept, layer, f"{threshold:.6g}", method]
+            [
+                pid,
+                s.start,
+                s.end,
+                s.length,
+                s.score,
+                concept,
+                layer,
+                f"{threshold:.6g}",
+                method,
+                grade,
+            ]
         )
 
 

@@ -2,16 +2,18 @@
 
 One-pass mode (default): one forward pass per protein (tiles for long ones) gives every residue's
 state at the tapped layer; projecting it on the CAV gives a per-residue score, and a centered
-moving average of width `detect.smoothing_window` equals scoring the mean-pooled window of
+moving average of width `smoothing_window` equals scoring the mean-pooled window of
 full-context states (the CAV is linear), so window pooling costs no extra forward pass.
 Sliding-window mode (the published method) re-embeds every window (`detect.window`,
 `detect.stride`) as its own sequence, mean-pools it, scores it, and gives each residue the mean
 score of the windows that cover it; it is kept to compare (see benchmarks/detect_cost.py).
 
-Spans come from the threshold registry (`thresholds.method`) with `detect.min_span_length` and
-`detect.merge_gap`. Thresholds are calibrated on unsmoothed per-residue scores; a moving average
-keeps the scale, so the same threshold applies to smoothed scores. Sliding-window scores are on
-another scale (a 20-residue window embedded alone is far from the full-context states the CAV
+Spans come from the threshold registry (`thresholds.method`) with the concept's span decoding
+(smoothing window, minimum span length, merge gap: chosen per concept at train time on
+out-of-fold training scores, see concepts/decoding.py); `detect.*` values override it.
+Thresholds are calibrated on unsmoothed per-residue scores; a moving average keeps the scale,
+so the same threshold applies to smoothed scores. Sliding-window scores are on another scale (a
+20-residue window embedded alone is far from the full-context states the CAV
 was fitted on; on the demo they sit about 3 units lower), so that mode calibrates its own
 threshold, with the same method, on the sliding-window scores of training proteins (at most
 `CALIBRATION_PROTEINS` positives with spans and as many negatives, a seeded draw).
@@ -49,10 +51,10 @@ import numpy as np
 
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.decoding import smooth
 from esm_tcav.engine.context import StageContext
 from esm_tcav.engine.embed import make_engine
 from esm_tcav.engine.forward import ForwardEngine
-from esm_tcav.engine.pooling import moving_average
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
 from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
 from esm_tcav.io.proteins import Protein
@@ -142,11 +144,6 @@ def iter_sliding_window_scores(
                 sums[k][layer][s : s + n] += float(cav.score_residues(pooled))
         for k, prot in enumerate(chunk):
             yield prot, {layer: (sums[k][layer] / counts[k]).astype(np.float32) for layer in cavs}
-
-
-def smooth(scores: np.ndarray, window: int) -> np.ndarray:
-    """Centered moving average (a no-op for window 1)."""
-    return moving_average(scores, window) if window > 1 else np.asarray(scores, np.float32)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -342,7 +339,12 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
                 return iter_one_pass_scores(embedder, proteins, cavs)
             return iter_sliding_window_scores(embedder, proteins, cavs, dc.window, dc.stride)
 
-    smoothing = dc.smoothing_window if mode == "one-pass" else 1
+    # span decoding: the concept's own (chosen on out-of-fold training scores), unless the
+    # config sets a value; sliding-window scores are already window means
+    if mode == "sliding-window":
+        for c in concepts.values():
+            c.smoothing_window = 1
+    smoothing = concepts[layer].smoothing_window
     threshold_source = "registry (calibrated at train time on per-residue scores)"
     if mode == "sliding-window":
         calib, labels = calibration_set(ctx)
@@ -439,9 +441,10 @@ def _detect_into(
     with progress_bar(len(proteins), f"detect ({mode})") as advance:
         for prot, by_layer in scored():
             for n, raw in by_layer.items():
-                s = smooth(raw, smoothing)
+                c = concepts[n]
+                s = smooth(raw, c.smoothing_window)
                 predicted[n][prot.id] = scores_to_spans(
-                    s, concepts[n].threshold, dc.min_span_length, dc.merge_gap
+                    s, c.threshold, c.min_span_length, c.merge_gap
                 )
                 if n == layer:
                     off, length = offsets[prot.id]
@@ -470,9 +473,24 @@ def _detect_into(
     threshold = chosen.threshold
     atomic_write_lines(
         tmp / "spans.gff3",
-        gff3_lines(rows, concept, layer, threshold, method, mode, lengths=lengths),
+        gff3_lines(
+            rows,
+            concept,
+            layer,
+            threshold,
+            method,
+            mode,
+            lengths=lengths,
+            grade=chosen.grade,
+            probability=chosen.probability
+            if chosen.calibration is not None and mode == "one-pass"
+            else None,
+        ),
     )
-    atomic_write_lines(tmp / "spans.tsv", span_tsv_lines(rows, concept, layer, threshold, method))
+    atomic_write_lines(
+        tmp / "spans.tsv",
+        span_tsv_lines(rows, concept, layer, threshold, method, grade=chosen.grade),
+    )
     atomic_write_lines(
         tmp / "spans.interproscan.tsv",
         interproscan_tsv_lines(
@@ -546,8 +564,17 @@ def _detect_into(
         "threshold": chosen.threshold,
         "threshold_method": method,
         "smoothing_window": smoothing,
-        "min_span_length": dc.min_span_length,
-        "merge_gap": dc.merge_gap,
+        "min_span_length": chosen.min_span_length,
+        "merge_gap": chosen.merge_gap,
+        "decoding_from": (
+            "config (detect.*)"
+            if any(
+                getattr(dc, k) is not None
+                for k in ("smoothing_window", "min_span_length", "merge_gap")
+            )
+            else "the concept (chosen on out-of-fold training scores)"
+        ),
+        "grade": chosen.grade,
         **({"window": dc.window, "stride": dc.stride} if mode == "sliding-window" else {}),
         "states_from": "store" if from_store else "forward pass",
         "proteins": len(proteins),

@@ -43,6 +43,7 @@ from typing import IO
 
 import numpy as np
 
+from esm_tcav.concepts.grade import WEAK
 from esm_tcav.concepts.library import Library, load_library
 from esm_tcav.config import SCAN_DEFAULTS as _D
 from esm_tcav.config import ScanSettings
@@ -108,6 +109,11 @@ def shard_range(n_records: int, shard: tuple[int, int] | None) -> tuple[int, int
 # ---------------------------------------------------------------------- spans and lines
 
 
+def weak_concepts(lib: Library) -> list:
+    """The library's concepts graded weak or "not a concept"."""
+    return [c for c in lib.concepts if c.grade in WEAK]
+
+
 def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str, str, str, list]:
     """GFF3, spans TSV and proteins TSV lines of one protein, and per-concept span counts."""
     gff, tsv, counts = [], [], []
@@ -117,8 +123,9 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         spans = scores_to_spans(s, c.threshold, c.min_span_length, c.merge_gap)
         rows = [(prot.id, sp) for sp in spans]
         args = (rows, c.name, c.layer, c.threshold, c.threshold_method)
-        gff.extend(gff3_lines(*args, "one-pass", header=False))
-        tsv.extend(span_tsv_lines(*args, header=False))
+        prob = c.probability if c.calibration is not None else None
+        gff.extend(gff3_lines(*args, "one-pass", header=False, grade=c.grade, probability=prob))
+        tsv.extend(span_tsv_lines(*args, header=False, grade=c.grade))
         cells += [len(spans), float(s.max()), float(s.mean())]
         counts.append((len(spans), sum(sp.length for sp in spans)))
     if gff:  # one pragma per protein with features, before all its concepts' features
@@ -231,12 +238,15 @@ def run_scan(
     loaded=None,
     progress: bool = True,
     store: str | Path | None = None,
+    include_weak: bool = False,
 ) -> dict:
     """Scan a FASTA with every concept of a library; resumable, shardable, streaming.
 
     Returns the summary (also written to `summary.json`). A finished scan folder is not
     rescanned; an unfinished one is resumed; one holding a scan of other inputs is refused.
     The settings (device ... chunk_proteins) are checked against `config.ScanSettings`.
+    Concepts graded weak or "not a concept" (concepts/grade.py) are left out, with a warning,
+    unless `include_weak` or they are named in `concepts`.
     """
     fasta, out = Path(fasta), Path(out)
     shard = parse_shard(shard)
@@ -252,6 +262,17 @@ def run_scan(
     lib = load_library(library, concepts)
     if not lib.concepts:
         raise ConfigError(f"{library}: the library has no concepts")
+    left_out = [] if include_weak or concepts is not None else weak_concepts(lib)
+    if left_out:
+        log.warning(
+            "scan: leaving out weak concepts %s (pass --include-weak to scan them anyway)",
+            ", ".join(f"{c.name} ({c.grade})" for c in left_out),
+        )
+        lib.concepts = [c for c in lib.concepts if c.grade not in WEAK]
+        if not lib.concepts:
+            raise ConfigError(
+                f"{library}: every concept is graded weak; pass --include-weak to scan them"
+            )
     n_records, _ = validate_fasta(fasta)
     lo, hi = shard_range(n_records, shard)
     folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out

@@ -79,6 +79,12 @@ class LayerTrain:
     q: float | None = None
     significant: bool = False
     verdict: str | None = None
+    p_empirical: float | None = None
+    residue_f1: float | None = None
+    grade: str | None = None
+    grade_reasons: tuple[str, ...] = ()
+    # control name -> {what, auroc, delta_auroc, delta_ci, beaten} (concepts/controls.py)
+    controls: dict = field(default_factory=dict)
 
     @classmethod
     def parse(cls, d: dict) -> LayerTrain:
@@ -95,9 +101,21 @@ class LayerTrain:
                 "p",
                 "min_p",
                 "q",
+                "p_empirical",
+                "residue_f1",
             )
         }
-        return cls(**nums, significant=bool(d.get("significant")), verdict=_str(d.get("verdict")))
+        controls = d.get("controls") if isinstance(d.get("controls"), dict) else {}
+        return cls(
+            **nums,
+            significant=bool(d.get("significant")),
+            verdict=_str(d.get("verdict")),
+            grade=_str(d.get("grade")),
+            grade_reasons=tuple(str(r) for r in d.get("grade_reasons") or ()),
+            controls={
+                k: v for k, v in controls.items() if not k.startswith("_") and isinstance(v, dict)
+            },
+        )
 
 
 @dataclass(frozen=True)

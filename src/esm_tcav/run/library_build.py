@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.grade import grade
 from esm_tcav.concepts.library import INDEX, add_to_library, read_index, write_table
 from esm_tcav.config import (
     STEPS,
@@ -200,6 +201,29 @@ def train_concept(
         "run": str(ctx.out),
         "detections": detected.get("output"),
     }
+    # the grade, with the detected spans' held-out residue F1 (the decoding the library uses)
+    g = grade(
+        {
+            "q": tr.get("q"),
+            "auroc": ev.get("auroc"),
+            "residue_f1": residue.get("f1", tr.get("residue_f1")),
+            "controls": tr.get("controls"),
+        }
+    )
+    metrics.update(
+        grade=g.label,
+        grade_reasons=g.reasons,
+        controls={k: v for k, v in (tr.get("controls") or {}).items() if not k.startswith("_")},
+        calibration=art.thresholds.get("calibration"),
+        decoding_chosen_on=(art.thresholds.get("decoding") or {}).get("chosen_on"),
+    )
+    if g.weak:
+        log.warning(
+            "library: concept %s is graded %s (%s); scan leaves it out unless --include-weak",
+            cfg.data.concept,
+            g.label,
+            "; ".join(g.reasons),
+        )
     if hmm is not None:
         metrics.update(
             hmm_agreement(
