@@ -229,10 +229,12 @@ def _missing_parents(folder: Path) -> list[Path]:
 
 
 @contextmanager
-def folder_lock(folder: Path, what: str, name: str = "") -> Iterator[LockInfo]:
+def folder_lock(folder: Path, what: str, name: str = "", wait_s: float = 0.0) -> Iterator[LockInfo]:
     """Hold `folder`'s lock (creating the folder) for the block; `LockHeldError` if taken.
 
     `what` says what the holder does ("scan", "run train", ...), shown to a second writer.
+    `wait_s` > 0 waits up to that long for a live holder to finish (for short critical
+    sections such as a manifest update); by default a held lock fails at once.
     Folders created here are removed again on the way out if the block left them empty, so
     a command that fails before writing leaves no trace.
     """
@@ -269,9 +271,14 @@ def folder_lock(folder: Path, what: str, name: str = "") -> Iterator[LockInfo]:
     doc.pop("path")
     try:
         deadline = time.monotonic() + _WAIT_S
+        patience = time.monotonic() + wait_s
         while not _create_exclusive(path, json.dumps(doc) + "\n"):
             other = read_lock(path)
             if other is not None and not is_stale(other):
+                if time.monotonic() < patience:
+                    time.sleep(0.1)
+                    deadline = time.monotonic() + _WAIT_S
+                    continue
                 raise _held_error(folder, other)
             if other is None:
                 # unreadable: a lock being taken over right now, or garbage left by a crash
