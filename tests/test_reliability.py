@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from esm_tcav.cli import app
 from esm_tcav.io.locks import LockHeldError, folder_lock, holder, lock_path, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,220 @@ def test_reentrant_in_one_process_and_failure_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError), folder_lock(out, what="fails"):
         raise RuntimeError("boom")
     assert not (tmp_path / "a").exists()
+
+
+# ---------------------------------------------------------------------- shared set-up
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real command in its own process (exit status and stderr as a user sees them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "esm_tcav", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def one_error_line(res) -> str:
+    """stderr of an expected failure: exactly one line, 'error: ...', no traceback."""
+    err = res.stderr if isinstance(res, subprocess.CompletedProcess) else res.stderr
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("Loading weights")]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def listing(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with its sha256 (to prove nothing changed)."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_hf_folder, tiny_registry):
+    from esm_tcav.models.loading import load_model
+
+    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+
+
+@pytest.fixture(scope="module")
+def scanlib(tiny, tiny_hf_folder, tiny_registry, tmp_path_factory):
+    """A one-concept library recording its model's path, and FASTAs of 12 and 240 proteins."""
+    from esm_tcav.concepts.concept import Concept
+    from esm_tcav.concepts.library import add_to_library
+    from tests.test_scan import planted_cav, planted_proteins, write_fasta
+
+    root = tmp_path_factory.mktemp("rel_scan")
+    model = {
+        "name": "tiny_esm2",
+        "fingerprint": tiny.fingerprint,
+        "hidden_size": 32,
+        "path": str(tiny_hf_folder),
+        "registry_file": str(tiny_registry),
+    }
+    cav = planted_cav(tiny, 3)
+    add_to_library(root / "lib", model, Concept(cav, threshold=0.0, min_span_length=4, merge_gap=1))
+    small = write_fasta(root / "small.fasta", [p for p, _ in planted_proteins(12)])
+    big = write_fasta(root / "big.fasta", [p for p, _ in planted_proteins(240, seed=3)])
+    return {"lib": root / "lib", "small": small, "big": big, "root": root}
+
+
+_SCAN = """
+import sys
+from esm_tcav.localize.scan import run_scan
+run_scan(sys.argv[1], sys.argv[2], sys.argv[3], chunk_proteins=int(sys.argv[4]), progress=False)
+"""
+
+
+def _wait_for(pred, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------- 1. concurrent writers
+def test_second_scan_is_refused_and_kill9_resume_is_byte_identical(scanlib, tmp_path, tiny):
+    """Finding 1 (two scans into one folder) and kill -9 → stale lock → resume."""
+    from esm_tcav.localize.scan import CHECKPOINT, FILES, read_checkpoint, run_scan
+
+    lib, big = scanlib["lib"], scanlib["big"]
+    ref = tmp_path / "ref"
+    run_scan(big, lib, ref, loaded=tiny, chunk_proteins=20, progress=False)
+
+    out = tmp_path / "out"
+    a = subprocess.Popen(
+        [sys.executable, "-c", _SCAN, str(big), str(lib), str(out), "20"],
+        env=ENV,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: (out / CHECKPOINT).is_file())
+        # the second scan, in this process (a new process would start after A finished)
+        b = CliRunner().invoke(app, ["scan", str(big), "--library", str(lib), "--out", str(out)])
+        line = one_error_line(b)
+        assert b.exit_code == 2
+        assert f"in use by esm-tcav scan (PID {a.pid} on {socket.gethostname()}" in line
+        # kill -9 once a few chunks are done
+        _wait_for(lambda: read_checkpoint(out / CHECKPOINT)["chunks_done"] >= 2)
+        os.kill(a.pid, signal.SIGKILL)
+    finally:
+        a.wait()
+    state = read_checkpoint(out / CHECKPOINT)
+    assert not state["complete"] and read_lock(lock_path(out)).pid == a.pid  # left behind
+    run_scan(big, lib, out, loaded=tiny, chunk_proteins=20, progress=False)  # stale: resumes
+    for name in FILES:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    ids = [ln.split("\t")[0] for ln in (out / "proteins.tsv").read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids)) == 240
+    assert not lock_path(out).exists()
+
+
+def test_second_run_into_one_output_dir_is_refused(tmp_path, tiny_hf_folder, tiny_registry):
+    from tests.test_detect import write_config, write_planted_data
+
+    write_planted_data(tmp_path)
+    cfg = write_config(tmp_path, tiny_hf_folder, tiny_registry)
+    out = tmp_path / "out"
+    args = ["run", str(cfg), "--steps", "embed,train", "--set", "train.n_random=40"]
+    a = subprocess.Popen(
+        [sys.executable, "-m", "esm_tcav", *args], env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(lambda: lock_path(out).exists())
+        b = CliRunner().invoke(app, args)  # in this process: starts at once
+        line = one_error_line(b)
+        assert b.exit_code == 2 and f"PID {a.pid}" in line and "esm-tcav run" in line
+    finally:
+        _, err = a.communicate(timeout=300)
+    assert a.returncode == 0, err
+    cavs = sorted(p.name for p in (out / "cavs" / "tiny_esm2").iterdir() if "concept" in p.name)
+    assert cavs == ["L1_concept_v1", "L2_concept_v1", "L3_concept_v1"]  # one writer, one version
+
+
+# ---------------------------------------------------------------------- 2. tampered settings
+def test_edited_library_threshold_and_scan_checkpoint_are_refused(scanlib, tmp_path, tiny):
+    import shutil
+
+    from esm_tcav.concepts.library import INDEX, load_library
+    from esm_tcav.errors import ArtifactError
+    from esm_tcav.localize.scan import CHECKPOINT, run_scan
+
+    lib = tmp_path / "lib"
+    shutil.copytree(scanlib["lib"], lib)
+    doc = json.loads((lib / INDEX).read_text())
+    for field, value in (("threshold", -99.0), ("min_span_length", 1), ("merge_gap", 50)):
+        edited = json.loads(json.dumps(doc))
+        edited["concepts"][0][field] = value
+        (lib / INDEX).write_text(json.dumps(edited))
+        with pytest.raises(ArtifactError, match="was edited"):
+            load_library(lib)
+    res = cli("scan", scanlib["small"], "--library", lib, "--out", tmp_path / "s")
+    assert res.returncode == 2 and "trp_run" in one_error_line(res)
+    assert not (tmp_path / "s").exists()
+    del doc["concepts"][0]["settings_sha256"]
+    (lib / INDEX).write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="has no settings seal"):
+        load_library(lib)
+
+    out = tmp_path / "scan"
+    run_scan(scanlib["small"], scanlib["lib"], out, loaded=tiny, chunk_proteins=4, progress=False)
+    state = json.loads((out / CHECKPOINT).read_text())
+    state["identity"]["chunk_proteins"] = 3  # any edit breaks the seal
+    (out / CHECKPOINT).write_text(json.dumps(state))
+    with pytest.raises(ArtifactError, match="checkpoint was edited"):
+        run_scan(scanlib["small"], scanlib["lib"], out, loaded=tiny, progress=False)
+
+
+# ---------------------------------------------------------------------- 3. colliding inputs
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_hf_folder, tiny_registry) -> Path:
+    from tests.test_detect import _train
+
+    return _train(tmp_path_factory.mktemp("rel_run"), tiny_hf_folder, tiny_registry)
+
+
+def test_detect_inputs_with_one_file_name_never_collide(trained, tmp_path):
+    from esm_tcav.config import load_config
+    from esm_tcav.localize.detect import run_detect
+    from esm_tcav.run.context import RunContext
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = tmp_path / "a" / "stop.fasta"
+    b = tmp_path / "b" / "stop.fasta"
+    a.write_text(">A\nMKLVCWHCHWCYHWCHPQRSTVAD\n")
+    b.write_text(">B\nMKLVPQRSTVADEGIKLMNPQ\n")
+    ra = run_detect(RunContext(load_config(trained)), input_path=a)
+    before = listing(Path(ra["output"]))
+    rb = run_detect(RunContext(load_config(trained)), input_path=b)
+    assert ra["output"] != rb["output"]
+    assert listing(Path(ra["output"])) == before  # the first results are still there
+    assert "\tA\t" in "\t" + (Path(ra["output"]) / "spans.tsv").read_text() or before
+    # the same content again finds its own folder
+    assert run_detect(RunContext(load_config(trained)), input_path=a)["output"] == ra["output"]
+
+
+def test_detect_refuses_a_tampered_other_layer(trained, tmp_path):
+    import shutil
+
+    from esm_tcav.config import load_config
+    from esm_tcav.errors import ArtifactError
+    from esm_tcav.localize.detect import run_detect
+    from esm_tcav.run.context import RunContext
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.parent, run)
+    cfg = load_config(run / "run.yaml", {"detect.layer": 1})
+    cav = run / "out" / "cavs" / "tiny_esm2" / "L2_concept_v1" / "cav.safetensors"
+    data = bytearray(cav.read_bytes())
+    data[-1] ^= 1
+    cav.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="L2_concept_v1"):
+        run_detect(RunContext(cfg))
