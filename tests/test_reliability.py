@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,171 @@ def test_detect_refuses_a_tampered_other_layer(trained, tmp_path):
     cav.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="L2_concept_v1"):
         run_detect(RunContext(cfg))
+
+
+# ---------------------------------------------------------------------- 4./5. failures
+def _row(case: str, res) -> str:
+    """The closing note's table: one row per case (printed with pytest -s)."""
+    code = res.returncode if isinstance(res, subprocess.CompletedProcess) else res.exit_code
+    line = one_error_line(res) if code == 2 else "(exit 0)"
+    print(f"TABLE|{case}|{code}|{line}")
+    return line
+
+
+@contextmanager
+def tmpfs(path: Path, size: str = "64k", ro: bool = False):
+    """A real small (or read-only) file system; tests run as root, where chmod stops nothing."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if ro else "")
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+class Evil:
+    """Anything but tensors in a pickle: a weights_only load refuses it."""
+
+
+def test_every_expected_failure_is_one_line_and_writes_nothing(
+    trained, tmp_path, tiny_hf_folder, tiny_registry
+):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.parent, run)
+    cfg = run / "run.yaml"
+    before = listing(run)
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    empty_pt = tmp_path / "empty.pt"
+    empty_pt.touch()
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    for name in ("config.json", "vocab.txt"):
+        shutil.copy(tiny_hf_folder / name, no_weights / name)
+    empty_weights = tmp_path / "empty_weights"
+    shutil.copytree(no_weights, empty_weights)
+    (empty_weights / "model.safetensors").touch()
+    pickled = tmp_path / "pickled"
+    shutil.copytree(no_weights, pickled)
+    torch.save(
+        {"esm.embeddings.word_embeddings.weight": torch.zeros(1), "x": Evil()},
+        pickled / "pytorch_model.bin",
+    )
+
+    fresh = {"output_dir": str(tmp_path / "fresh")}
+    cases = {
+        "output_dir is a file": ({"output_dir": str(a_file)}, "is a file"),
+        "output_dir under a file": ({"output_dir": str(a_file / "sub")}, "is a file"),
+        "0-byte model .pt": ({**fresh, "model.path": str(empty_pt)}, "empty.pt"),
+        "0-byte model.safetensors": ({**fresh, "model.path": str(empty_weights)}, "0 bytes"),
+        "HF folder without weights": ({**fresh, "model.path": str(no_weights)}, "no weights"),
+        "pickled pytorch_model.bin": ({**fresh, "model.path": str(pickled)}, "never executed"),
+        "device: cuda on CPU-only torch": ({**fresh, "model.device": "cuda"}, "cuda"),
+        "missing positives file": ({**fresh, "data.positives": "nope.jsonl"}, "nope.jsonl"),
+    }
+    if torch.cuda.is_available():
+        del cases["device: cuda on CPU-only torch"]
+    for case, (sets, expected) in cases.items():
+        args = ["train", str(cfg)]
+        for k, v in sets.items():
+            args += ["--set", f"{k}={v}"]
+        res = CliRunner().invoke(app, args)
+        line = _row(case, res)
+        assert res.exit_code == 2 and expected in line, (case, line)
+    for case, pair in {
+        "--set seed.x=1": "seed.x=1",
+        "--set 'train.n_random=[1,'": "train.n_random=[1,",
+    }.items():
+        res = CliRunner().invoke(app, ["train", str(cfg), "--set", pair])
+        line = _row(case, res)
+        assert res.exit_code == 2 and pair.split("=")[0] in line
+    assert not (tmp_path / "fresh").exists()  # nothing created
+    assert a_file.read_text() == "x"
+    assert listing(run) == before  # the existing run (its config snapshot too) untouched
+
+
+def test_failing_scan_leaves_no_out_folder_and_read_only_is_one_line(scanlib, tmp_path):
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">A\nMKV\n>B\nMK1V\n")
+    res = CliRunner().invoke(
+        app, ["scan", str(bad), "--library", str(scanlib["lib"]), "--out", str(tmp_path / "o")]
+    )
+    line = _row("scan of a bad FASTA", res)
+    assert res.exit_code == 2 and "bad.fasta" in line and not (tmp_path / "o").exists()
+    with tmpfs(tmp_path / "ro", ro=True) as ro:
+        res = CliRunner().invoke(
+            app,
+            [
+                "scan",
+                str(scanlib["small"]),
+                "--library",
+                str(scanlib["lib"]),
+                "--out",
+                str(ro / "scan"),
+            ],
+        )
+        line = _row("scan --out on a read-only file system", res)
+        assert res.exit_code == 2 and "read-only file system" in line and str(ro) in line
+
+
+def test_disk_full_during_scan_is_one_line_and_the_rerun_is_byte_identical(scanlib, tmp_path, tiny):
+    from esm_tcav.localize.scan import CHECKPOINT, FILES, read_checkpoint, run_scan
+
+    ref = tmp_path / "ref"
+    run_scan(scanlib["big"], scanlib["lib"], ref, loaded=tiny, progress=False)
+    args = ["scan", str(scanlib["big"]), "--library", str(scanlib["lib"])]
+    with tmpfs(tmp_path / "disk", size="24k") as disk:
+        out = disk / "scan"
+        res = CliRunner().invoke(app, [*args, "--out", str(out)])
+        line = _row("scan onto a full disk", res)
+        assert res.exit_code == 2 and str(out) in line
+        assert "No space left on device" in line and "needs about" in line and "free" in line
+        # what is left is consistent: a sealed checkpoint vouching for file prefixes, or nothing
+        if (out / CHECKPOINT).is_file():
+            state = read_checkpoint(out / CHECKPOINT)
+            for name, size in state["offsets"].items():
+                assert (out / name).stat().st_size >= size
+        else:
+            assert not any((out / name).exists() for name in FILES)
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        res = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        for name in FILES:
+            assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------------- 6. quiet gaps
+def test_scan_log_file_records_normalizations(scanlib, tmp_path):
+    fasta = tmp_path / "messy.fasta"
+    fasta.write_text(">lower\nmkvlaadegiklmnpqrstvy*\n>odd\nMKVUAADEGIKLMNPQRSTVY\n")
+    out = tmp_path / "scan"
+    res = CliRunner().invoke(
+        app, ["scan", str(fasta), "--library", str(scanlib["lib"]), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    log = (out / "scan.log").read_text()
+    assert "lower" in log and "odd" in log  # each clean-up, with its record, without -v
+
+
+def test_report_warns_about_a_tampered_cav(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.parent, run)
+    cav = run / "out" / "cavs" / "tiny_esm2" / "L1_concept_v1" / "cav.safetensors"
+    data = bytearray(cav.read_bytes())
+    data[-1] ^= 1
+    cav.write_bytes(bytes(data))
+    res = cli("report", run / "run.yaml")
+    print(f"TABLE|report on a run with a tampered CAV|{res.returncode}|{res.stderr.strip()}")
+    assert "WARNING" in res.stderr and "L1_concept_v1" in res.stderr

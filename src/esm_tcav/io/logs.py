@@ -14,6 +14,14 @@ LOGGER = "esm_tcav"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that never turns a failed write (disk full) into a traceback on stderr: the
+    verb's own write fails too and reports it in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
 class LogCapture(logging.Handler):
     """Holds INFO and above records of the package until a log file takes them."""
 
@@ -50,7 +58,7 @@ def log_to_file(path: Path, capture: LogCapture | None = None) -> logging.Handle
             break
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
+        handler = _LogFile(path)
         handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(handler)
     if capture is not None:

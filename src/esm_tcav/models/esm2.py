@@ -302,14 +302,19 @@ def fair_esm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_fair_esm_pt(path: Path, spec: ModelSpec | None, device: str, dtype: torch.dtype) -> Esm2:
     """A fair-esm `.pt` checkpoint, read with weights_only=True and converted to HF layout."""
+    if path.stat().st_size == 0:
+        raise ModelMismatchError(
+            f"{path}: empty file (0 bytes); the download or copy is incomplete, redo it"
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelMismatchError(
             f"{path}: cannot read as a fair-esm checkpoint with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from exc
+            f"({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(data, dict) or "model" not in data:
         raise ModelMismatchError(f"{path}: no 'model' state dict; not a fair-esm checkpoint")
     state = fair_esm_to_hf(data["model"])
