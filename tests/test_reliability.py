@@ -488,3 +488,148 @@ def test_report_warns_about_a_tampered_cav(trained, tmp_path):
     res = cli("report", run / "run.yaml")
     print(f"TABLE|report on a run with a tampered CAV|{res.returncode}|{res.stderr.strip()}")
     assert "WARNING" in res.stderr and "L1_concept_v1" in res.stderr
+
+
+# ---------------------------------------------------------------------- 7. SLURM
+def _slurm_yaml(path: Path, **extra) -> Path:
+    doc = {
+        "data": {"positives": "x", "negatives": "y"},
+        "slurm": {"shards": 3, "mem": "1G", "time": "00:05:00", "cpus_per_task": 1},
+    }
+    doc.update(extra)
+    path.write_text(__import__("yaml").safe_dump(doc))
+    return path
+
+
+def test_dry_run_writes_nothing_and_quotes_paths(scanlib, tmp_path):
+    out = tmp_path / "out dir"
+    cfg = _slurm_yaml(tmp_path / "slurm.yaml", output_dir=str(tmp_path / "run dir"))
+    for args in (
+        ["slurm", str(cfg), "--dry-run"],
+        [
+            "slurm",
+            str(cfg),
+            "--scan",
+            str(scanlib["small"]),
+            "--library",
+            str(scanlib["lib"]),
+            "--out",
+            str(out),
+            "--dry-run",
+            "--only-failed",
+        ],
+    ):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        outputs = [ln for ln in res.stdout.splitlines() if ln.startswith("#SBATCH --output=")]
+        assert outputs and all(ln.startswith('#SBATCH --output="') for ln in outputs)
+        assert " dir/slurm/logs/" in outputs[0] and outputs[0].endswith('.out"')
+        assert "# plan (what would be submitted):" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slurm.yaml"]  # nothing written
+
+
+@pytest.mark.slurm
+def test_scan_only_failed_on_the_cluster_resubmits_the_unfinished_shard(
+    slurm_cluster, scanlib, tmp_path, tiny
+):
+    import shutil
+
+    from esm_tcav.config import load_config
+    from esm_tcav.localize.scan import FILES, run_scan
+    from esm_tcav.run.slurm import run_slurm_scan
+
+    local = tmp_path / "local"
+    run_scan(scanlib["small"], scanlib["lib"], local, loaded=tiny, progress=False)
+    cfg = load_config(_slurm_yaml(tmp_path / "slurm.yaml"))
+    out = tmp_path / "out dir"  # a space: the #SBATCH --output paths must be quoted
+    args = (cfg, scanlib["small"], scanlib["lib"], out)
+    jobs = run_slurm_scan(*args, submit=True)["jobs"]
+    states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=300)
+    assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
+    assert list((out / "slurm" / "logs").glob("scan-*_1.out"))  # sbatch wrote the quoted path
+
+    # shard 1 lost: the plan names it alone, and the dry run writes nothing
+    shutil.rmtree(out / "shards" / "1-of-3")
+    kept = {i: listing(out / "shards" / f"{i}-of-3") for i in (0, 2)}
+    before = listing(out)
+    res = CliRunner().invoke(
+        app,
+        [
+            "slurm",
+            str(tmp_path / "slurm.yaml"),
+            "--scan",
+            str(scanlib["small"]),
+            "--library",
+            str(scanlib["lib"]),
+            "--out",
+            str(out),
+            "--only-failed",
+            "--dry-run",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "#   scan: array 1\n" in res.stdout and "#   merge: after" in res.stdout
+    assert listing(out) == before
+    again = run_slurm_scan(*args, submit=True, only_failed=True)["jobs"]
+    states = slurm_cluster.wait_for_jobs(list(again.values()), timeout=300)
+    assert set(states) == {f"{again['scan']}_1", again["merge"]}, states  # task 1 only
+    assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
+    for i in (0, 2):
+        assert listing(out / "shards" / f"{i}-of-3") == kept[i]  # not rescanned
+    for name in FILES:
+        assert (out / name).read_text() == (local / name).read_text()
+    # all finished: nothing to resubmit
+    assert run_slurm_scan(*args, submit=True, only_failed=True)["jobs"] == {}
+
+
+@pytest.mark.slurm
+def test_pipeline_only_failed_on_the_cluster_resubmits_unfinished_stages(
+    slurm_cluster, tmp_path, tiny_hf_folder, tiny_registry
+):
+    from esm_tcav.config import load_config
+    from esm_tcav.run.slurm import run_slurm
+    from tests.test_detect import write_config, write_planted_data
+
+    write_planted_data(tmp_path)
+    cfg_path = write_config(
+        tmp_path,
+        tiny_hf_folder,
+        tiny_registry,
+        slurm={"shards": 3, "mem": "1G", "time": "00:05:00", "cpus_per_task": 1},
+    )
+    doc = __import__("yaml").safe_load(cfg_path.read_text())
+    doc["output_dir"] = "out dir"
+    doc["steps"] = ["embed", "train", "evaluate", "detect", "report"]
+    cfg_path.write_text(__import__("yaml").safe_dump(doc))
+    res = cli("run", cfg_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out dir"
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    for step in ("detect", "report"):  # as if those jobs had failed
+        del manifest["steps"][step]
+    (out / "run_manifest.json").write_text(json.dumps(manifest))
+    cfg = load_config(cfg_path)
+
+    before = listing(out)
+    plan = run_slurm(cfg, cfg_path, dry_run=True, only_failed=True)["plan"]
+    assert plan == {
+        "embed": None,
+        "train": None,
+        "evaluate": None,
+        "detect": "after the jobs before it",
+        "report": "after the jobs before it",
+    }
+    assert listing(out) == before  # --dry-run writes nothing
+    jobs = run_slurm(cfg, cfg_path, submit=True, only_failed=True)["jobs"]
+    assert list(jobs) == ["detect", "report"]
+    states = slurm_cluster.wait_for_jobs(list(jobs.values()), timeout=300)
+    assert set(states.values()) == {"COMPLETED"}, (states, slurm_cluster.log_tail())
+    assert list((out / "slurm" / "logs").glob("report-*.out"))
+    done = json.loads((out / "run_manifest.json").read_text())["steps"]
+    assert {"detect", "report"} <= set(done)
+    assert run_slurm(cfg, cfg_path, submit=True, only_failed=True)["jobs"] == {}
+
+    # embeddings lost: every shard and every stage again
+    __import__("shutil").rmtree(out / "embeddings")
+    plan = run_slurm(cfg, cfg_path, dry_run=True, only_failed=True)["plan"]
+    assert plan["embed"] == "array 0,1,2" and all(plan[s] for s in ("train", "report"))
