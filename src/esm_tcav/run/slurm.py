@@ -239,6 +239,31 @@ def _submit_chain(paths: dict[str, Path], plan: dict[str, str | None], first: li
     return jobs
 
 
+def _carry_out(
+    out: Path,
+    what: str,
+    scripts: dict[str, str],
+    plan: dict[str, str | None],
+    array: list[int] | None,
+    submit: bool,
+    dry_run: bool,
+) -> dict:
+    """Print (dry run: nothing written), write, or write and submit the planned jobs; `array`
+    restricts the first (array) job to those tasks."""
+    folder = Path(out) / "slurm"
+    if dry_run:
+        return {"plan": plan, "text": _show(folder, scripts, plan)}
+    check_output_dir(out, what)
+    paths = _write(folder, scripts)
+    shown = {"scripts": {k: str(v) for k, v in paths.items()}, "plan": plan}
+    if not submit:
+        return {**shown, "text": _show(folder, scripts, plan)}
+    first = [f"--array={','.join(map(str, array))}"] if array else []
+    jobs = _submit_chain(paths, plan, first)
+    atomic_write_text(folder / "jobs.json", json.dumps(jobs, indent=1))
+    return {"jobs": jobs, **shown}
+
+
 def run_slurm_scan(
     cfg: Config,
     fasta: Path,
@@ -258,21 +283,8 @@ def run_slurm_scan(
         "scan": f"array {','.join(map(str, todo))}" if todo else None,
         "merge": None if merged else "after the scan shards",
     }
-    folder = out / "slurm"
-    if dry_run:
-        return {"plan": plan, "text": _show(folder, scripts, plan)}
-    check_output_dir(out, "--out")
-    paths = _write(folder, scripts)
-    if not submit:
-        return {
-            "scripts": {k: str(v) for k, v in paths.items()},
-            "plan": plan,
-            "text": _show(folder, scripts, plan),
-        }
-    first = [f"--array={','.join(map(str, todo))}"] if only_failed and todo else []
-    jobs = _submit_chain(paths, plan, first)
-    atomic_write_text(folder / "jobs.json", json.dumps(jobs, indent=1))
-    return {"jobs": jobs, "plan": plan, "scripts": {k: str(v) for k, v in paths.items()}}
+    array = todo if only_failed else None
+    return _carry_out(out, "--out", scripts, plan, array, submit, dry_run)
 
 
 def run_slurm(
@@ -293,18 +305,5 @@ def run_slurm(
         todo, rerun = list(range(n)), stages
     plan: dict[str, str | None] = {"embed": f"array {','.join(map(str, todo))}" if todo else None}
     plan.update({s: ("after the jobs before it" if s in rerun else None) for s in stages})
-    folder = cfg.out / "slurm"
-    if dry_run:
-        return {"plan": plan, "text": _show(folder, scripts, plan)}
-    check_output_dir(cfg.out, "output_dir")
-    paths = _write(folder, scripts)
-    if not submit:
-        return {
-            "scripts": {k: str(v) for k, v in paths.items()},
-            "plan": plan,
-            "text": _show(folder, scripts, plan),
-        }
-    first = [f"--array={','.join(map(str, todo))}"] if only_failed and todo else []
-    jobs = _submit_chain(paths, plan, first)
-    atomic_write_text(folder / "jobs.json", json.dumps(jobs, indent=1))
-    return {"jobs": jobs, "plan": plan, "scripts": {k: str(v) for k, v in paths.items()}}
+    array = todo if only_failed else None
+    return _carry_out(cfg.out, "output_dir", scripts, plan, array, submit, dry_run)
