@@ -200,7 +200,7 @@ def test_second_scan_is_refused_and_kill9_resume_is_byte_identical(scanlib, tmp_
         _wait_for(lambda: (out / CHECKPOINT).is_file())
         # the second scan, in this process (a new process would start after A finished)
         b = CliRunner().invoke(app, ["scan", str(big), "--library", str(lib), "--out", str(out)])
-        line = one_error_line(b)
+        line = _row("second scan into a folder being scanned", b)
         assert b.exit_code == 2
         assert f"in use by esm-tcav scan (PID {a.pid} on {socket.gethostname()}" in line
         # kill -9 once a few chunks are done
@@ -231,7 +231,7 @@ def test_second_run_into_one_output_dir_is_refused(tmp_path, tiny_hf_folder, tin
     try:
         _wait_for(lambda: lock_path(out).exists())
         b = CliRunner().invoke(app, args)  # in this process: starts at once
-        line = one_error_line(b)
+        line = _row("second run into an output_dir being written", b)
         assert b.exit_code == 2 and f"PID {a.pid}" in line and "esm-tcav run" in line
     finally:
         _, err = a.communicate(timeout=300)
@@ -258,7 +258,7 @@ def test_edited_library_threshold_and_scan_checkpoint_are_refused(scanlib, tmp_p
         with pytest.raises(ArtifactError, match="was edited"):
             load_library(lib)
     res = cli("scan", scanlib["small"], "--library", lib, "--out", tmp_path / "s")
-    assert res.returncode == 2 and "trp_run" in one_error_line(res)
+    assert res.returncode == 2 and "trp_run" in _row("scan, library merge_gap edited", res)
     assert not (tmp_path / "s").exists()
     del doc["concepts"][0]["settings_sha256"]
     (lib / INDEX).write_text(json.dumps(doc))
@@ -272,6 +272,10 @@ def test_edited_library_threshold_and_scan_checkpoint_are_refused(scanlib, tmp_p
     (out / CHECKPOINT).write_text(json.dumps(state))
     with pytest.raises(ArtifactError, match="checkpoint was edited"):
         run_scan(scanlib["small"], scanlib["lib"], out, loaded=tiny, progress=False)
+    res = CliRunner().invoke(
+        app, ["scan", str(scanlib["small"]), "--library", str(scanlib["lib"]), "--out", str(out)]
+    )
+    assert res.exit_code == 2 and "checkpoint was edited" in _row("scan, checkpoint edited", res)
 
 
 # ---------------------------------------------------------------------- 3. colliding inputs
@@ -320,6 +324,8 @@ def test_detect_refuses_a_tampered_other_layer(trained, tmp_path):
     cav.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="L2_concept_v1"):
         run_detect(RunContext(cfg))
+    res = CliRunner().invoke(app, ["detect", str(run / "run.yaml"), "--set", "detect.layer=1"])
+    assert res.exit_code == 2 and "L2_concept_v1" in _row("detect, another layer's CAV edited", res)
 
 
 # ---------------------------------------------------------------------- 4./5. failures
