@@ -639,3 +639,20 @@ def test_pipeline_only_failed_on_the_cluster_resubmits_unfinished_stages(
     __import__("shutil").rmtree(out / "embeddings")
     plan = run_slurm(cfg, cfg_path, dry_run=True, only_failed=True)["plan"]
     assert plan["embed"] == "array 0,1,2" and all(plan[s] for s in ("train", "report"))
+
+
+def test_library_add_into_a_locked_library_is_refused(tmp_path, tiny_hf_folder, tiny_registry):
+    from tests.test_detect import write_config, write_planted_data
+
+    write_planted_data(tmp_path)
+    cfg = write_config(tmp_path, tiny_hf_folder, tiny_registry)
+    lib = tmp_path / "lib"
+    holder_proc = _holder_process(lib, 60)
+    try:
+        res = CliRunner().invoke(app, ["library", "add", str(lib), str(cfg)])
+        line = _row("library add into a library being written", res)
+        assert res.exit_code == 2 and f"PID {holder_proc.pid}" in line
+    finally:
+        holder_proc.kill()
+        holder_proc.wait()
+    assert sorted(p.name for p in lib.iterdir()) == [".esm-tcav.lock"]  # nothing else written
