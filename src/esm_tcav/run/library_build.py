@@ -31,6 +31,7 @@ from esm_tcav.io.files import (
     sha256_file,
 )
 from esm_tcav.io.locks import folder_lock
+from esm_tcav.io.logs import detach, log_to_file
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
@@ -358,7 +359,11 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
     out = Path(out).resolve()  # derived data paths must not depend on the working directory
     check_output_dir(out, "library folder")
     with folder_lock(out, what="esm-tcav library build"):
-        return _build_locked(config_path, spec, out, loaded)
+        handler = log_to_file(out / "logs" / "library.log")
+        try:
+            return _build_locked(config_path, spec, out, loaded)
+        finally:
+            detach(handler)
 
 
 def _build_locked(config_path: Path, spec, out: Path, loaded) -> dict:
@@ -465,8 +470,12 @@ def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
             f"(fingerprint {ctx.loaded.fingerprint}); add concepts trained on the library's model"
         )
     with folder_lock(root, what="esm-tcav library add"):
-        ctx.prepare()
-        return _add_locked(ctx, cfg, root, name)
+        handler = log_to_file(root / "logs" / "library.log")
+        try:
+            ctx.prepare()
+            return _add_locked(ctx, cfg, root, name)
+        finally:
+            detach(handler)
 
 
 def _add_locked(ctx: RunContext, cfg: Config, root: Path, name: str) -> dict:
