@@ -58,7 +58,14 @@ def _overrides(pairs: list[str] | None, store: Path | None = None) -> dict:
         if "=" not in pair:
             raise EsmTcavError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set seed=1")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise EsmTcavError(
+                f"--set {pair!r}: the value {value!r} is not valid YAML ({problem}); quote "
+                "strings and close lists, e.g. --set 'train.n_random=[1, 2]'"
+            ) from None
     return out
 
 
@@ -80,7 +87,8 @@ def _setup_logging(verbose: bool) -> None:
 def _context(config: Path, sets: list[str] | None, store: Path | None = None) -> RunContext:
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
-    return RunContext.open(load_config(config, _overrides(sets, store)))
+    # not prepared: run_step validates inputs, model and output folder before writing anything
+    return RunContext(load_config(config, _overrides(sets, store)))
 
 
 def _print(result) -> None:
@@ -99,6 +107,11 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except EsmTcavError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # disk full, read-only, permissions: expected, one line
+            from esm_tcav.io.files import disk_error
+
+            typer.echo(f"error: {disk_error(exc)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; finished work is kept, rerun to resume", err=True)
@@ -237,9 +250,14 @@ def slurm(
     set_: SetOpt = None,
     store: StoreOpt = None,
     submit: Annotated[bool, typer.Option(help="submit with sbatch")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the scripts")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the scripts and the plan; write nothing")
+    ] = False,
     only_failed: Annotated[
-        bool, typer.Option(help="resubmit only embedding shards that are not finished")
+        bool,
+        typer.Option(
+            help="resubmit only what did not finish: embedding or scan shards, stage jobs"
+        ),
     ] = False,
     scan: Annotated[
         Path | None,
@@ -256,7 +274,16 @@ def slurm(
     if scan is not None:
         if library is None or out is None:
             raise EsmTcavError("--scan needs --library DIR and --out DIR")
-        result = run_slurm_scan(cfg, scan, library, out, submit=submit and not dry_run, store=store)
+        result = run_slurm_scan(
+            cfg,
+            scan,
+            library,
+            out,
+            submit=submit and not dry_run,
+            dry_run=dry_run,
+            only_failed=only_failed,
+            store=store,
+        )
     else:
         result = run_slurm(
             cfg, config.resolve(), submit=submit, dry_run=dry_run, only_failed=only_failed

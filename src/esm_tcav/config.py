@@ -366,8 +366,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     for dotted, value in (overrides or {}).items():
         node = doc
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(
+                    f"--set {dotted}: {where} is a value ({node!r}), not a section, so it has "
+                    f"no key {dotted.split('.')[depth + 1]!r}; set {where}=VALUE instead"
+                )
         node[leaf] = value
     return config_from_dict(doc, str(path), path.parent.resolve())
 

@@ -19,8 +19,14 @@ The index is the only place a library keeps anything but vectors: an entry is a 
 decision rule, metrics and provenance plus its file's path, sha256 and version. Every file is
 written under a temporary name and renamed into place; a rebuild writes a new version and
 never overwrites a concept file. Loading verifies every sha256 and, against the model in use,
-the fingerprint and the hidden size. (Libraries written before this layout, whose files carried
-extra metadata, load as long as their index verifies; nothing else is read from the file.)
+the fingerprint and the hidden size.
+
+Every setting that changes a scan's results is sealed too: an entry's `settings_sha256` covers
+its name, layer, decision rule (threshold and method, smoothing window, minimum span length,
+merge gap), vector file, vector sha256 and version, and the index's model (name, fingerprint,
+hidden size). An entry edited by hand (a threshold set to -99) or without a seal is refused;
+change settings by rebuilding or re-adding the concept. Metrics and provenance are descriptive
+and not sealed (the library's q-values are recomputed in place when a concept is added).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from esm_tcav.concepts.cav import CAV
 from esm_tcav.concepts.concept import RULE_FIELDS, Concept
 from esm_tcav.config import check_concept_name
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
-from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
+from esm_tcav.io.files import atomic_write_json, atomic_write_text, content_hash, sha256_file
 
 log = logging.getLogger("esm_tcav.concepts.library")
 
@@ -47,6 +53,19 @@ _VERSION_FILE = re.compile(r"^(?P<name>.+)_v(?P<v>\d+)\.safetensors$")
 
 
 # ---------------------------------------------------------------------- the in-memory library
+
+SETTINGS_FIELDS = ("name", "layer", *RULE_FIELDS, "file", "sha256", "version")
+MODEL_FIELDS = ("name", "fingerprint", "hidden_size")
+
+
+def settings_sha256(record: dict, model: dict) -> str:
+    """The seal of an index entry: every field that changes results, and the library's model."""
+    return content_hash(
+        {
+            "entry": {k: record.get(k) for k in SETTINGS_FIELDS},
+            "model": {k: model.get(k) for k in MODEL_FIELDS},
+        }
+    )
 
 
 def entry(concept: Concept, file: str) -> dict:
@@ -140,6 +159,14 @@ def load_library(root: str | Path, names: Sequence[str] | None = None) -> Librar
         entries = [by_name[n] for n in names]
     concepts = []
     for e in entries:
+        if e.get("settings_sha256") != settings_sha256(e, model):
+            what = "has no settings seal" if "settings_sha256" not in e else "was edited"
+            raise ArtifactError(
+                f"{root / INDEX}: the entry of concept {e.get('name')!r} {what} (its "
+                "settings_sha256 does not match its threshold, span settings, file or model); "
+                "refusing to use it. Restore library.json, or rebuild the concept (`esm-tcav "
+                "library build` / `library add`) to change its settings"
+            )
         path = root / e["file"]
         if not path.is_file():
             raise ArtifactError(
@@ -226,6 +253,7 @@ def add_to_library(root: str | Path, model: dict, concept: Concept) -> Concept:
         else:
             kept.append(e)
     record = entry(concept, rel)
+    record["settings_sha256"] = settings_sha256(record, doc["model"])
     if previous:
         record["previous_versions"] = previous
     # keep the order of first addition; a rebuilt concept keeps its place

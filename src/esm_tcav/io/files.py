@@ -8,6 +8,7 @@ by design, such as the scan's output files and logs, say so where they open thei
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -22,7 +23,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from esm_tcav.errors import ArtifactError
+from esm_tcav.errors import ArtifactError, ConfigError, EsmTcavError
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -173,3 +174,90 @@ def load_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     except Exception as exc:  # safetensors raises its own error types
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
     return tensors, meta
+
+
+# ---------------------------------------------------------------------- output locations
+
+
+def check_output_dir(path: Path, what: str = "output folder") -> None:
+    """Refuse, before anything is written, an output folder that cannot be one: a file, a
+    path under a file, or a folder on a read-only file system (or not writable by this user).
+
+    Writes nothing (root ignores permission bits, so the read-only test asks the file system).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: is a file, not a folder; choose another {what}")
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{what} {path}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{what} {path}: {existing} is a file, so no folder can be made under it; choose "
+            f"another {what}"
+        )
+    try:
+        readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly:
+        raise ConfigError(
+            f"{what} {path}: {existing} is on a read-only file system; choose another {what}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {existing} is not writable by this user")
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free for this user on the file system holding `path` (or its nearest parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+class DiskError(EsmTcavError):
+    """A write failed for a reason of the disk (full, quota, read-only): the message says where."""
+
+
+def disk_error(exc: OSError, path: Path | None = None, needed: int | None = None) -> EsmTcavError:
+    """One line for an OSError of the file system: the path, the reason and, when the disk is
+    full, the space free and (if known) the space needed."""
+    where = path or (Path(exc.filename) if exc.filename else None)
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(where) if where is not None else None
+        parts = [f"{where}: {reason}"]
+        if needed is not None:
+            parts.append(f"needs about {human_bytes(needed)} more")
+        if free is not None:
+            parts.append(f"{human_bytes(free)} free there")
+        return DiskError(
+            "; ".join(parts) + "; free some space or choose another output folder, then rerun "
+            "(finished work is kept)"
+        )
+    if exc.errno == errno.EROFS:
+        return DiskError(f"{where}: read-only file system; choose another output folder")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return DiskError(f"{where}: permission denied; choose a folder you can write")
+    if exc.errno == errno.ENOTDIR:
+        return DiskError(f"{where}: a part of this path is a file, not a folder")
+    if exc.errno == errno.EISDIR:
+        return DiskError(f"{where}: is a folder, expected a file")
+    if exc.errno == errno.ENOENT:
+        return DiskError(f"{where}: no such file or folder")
+    return DiskError(f"{where}: {reason}")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -56,7 +57,7 @@ from esm_tcav.engine.context import StageContext
 from esm_tcav.engine.embed import make_engine
 from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.errors import ArtifactError, ConfigError, InputError
-from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir
+from esm_tcav.io.files import atomic_write_lines, atomic_write_text, replace_dir, sha256_file
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_proteins
 from esm_tcav.io.writers import (
@@ -275,10 +276,29 @@ def _gather(
     truth = {k: v for k, v in truth.items() if v}
     # Proteins without annotations count as negatives only when the file annotates some.
     negatives = [p.id for p in proteins if p.id not in truth] if truth else []
-    name = input_path.name.split(".")[0] or "input"
-    if name == "test":  # never overwrite the held-out set's results
-        name = "input_test"
-    return proteins, truth, negatives, name
+    return proteins, truth, negatives, input_set_name(input_path)
+
+
+def _refuse_other_content(final: Path, sha: str) -> None:
+    """Never replace the results of another input (the folder name carries a short hash; the
+    summary the full one)."""
+    try:
+        have = json.loads((final / "summary.json").read_text()).get("input", {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if have and have != sha:
+        raise ArtifactError(
+            f"{final}: holds the results of another input (sha256 {have[:12]}…, this one "
+            f"{sha[:12]}…); rename the input file or move the old results away"
+        )
+
+
+def input_set_name(path: Path) -> str:
+    """The results folder name of an input file: a readable name plus the first 12 hex digits
+    of the sha256 of its content, so two inputs never share a folder (a/stop.fasta and
+    b/stop.fasta differ) and rerunning the same content finds its own folder again."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name.split(".")[0]).strip("._")
+    return f"{readable or 'input'}-{sha256_file(Path(path))[:12]}"
 
 
 # ---------------------------------------------------------------------- the stage
@@ -300,6 +320,10 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
         try:
             concepts[other] = load_layer_concept(ctx, other)
         except ArtifactError as exc:
+            from esm_tcav.concepts.artifacts import latest_version
+
+            if latest_version(ctx.out, ctx.model_name, other) is not None:
+                raise  # a stored CAV that does not verify (tampered, other model): refuse
             skipped[other] = str(exc)
             log.warning("layer %d left out of the per-layer metrics: %s", other, exc)
     concepts = dict(sorted(concepts.items()))
@@ -392,6 +416,9 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
         summary["skipped_layers"] = {str(k): v for k, v in skipped.items()}
         summary["threshold_source"] = threshold_source
         summary["output"] = str(final)
+        if input_path is not None:
+            summary["input"] = {"path": str(input_path), "sha256": sha256_file(Path(input_path))}
+            _refuse_other_content(final, summary["input"]["sha256"])
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         replace_dir(tmp, final)
     except BaseException:

@@ -50,7 +50,16 @@ from esm_tcav.config import ScanSettings
 from esm_tcav.engine.batching import release_heap
 from esm_tcav.engine.forward import ForwardEngine, Projection, describe_device
 from esm_tcav.errors import ArtifactError, ConfigError
-from esm_tcav.io.files import atomic_write_json, atomic_write_with, read_json
+from esm_tcav.io.files import (
+    atomic_write_json,
+    atomic_write_with,
+    check_output_dir,
+    content_hash,
+    disk_error,
+    read_json,
+)
+from esm_tcav.io.locks import folder_lock
+from esm_tcav.io.logs import detach, log_to_file, start_capture
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import iter_fasta, validate_fasta
 from esm_tcav.io.writers import (
@@ -70,6 +79,7 @@ CHECKPOINT = "checkpoint.json"
 SUMMARY = "summary.json"
 FILES = ("scan.gff3", "scan.tsv", "proteins.tsv")
 CHECKPOINT_FORMAT = "esm-tcav-scan/1"
+LOG_NAME = "scan.log"
 
 
 def file_identity(path: Path) -> dict:
@@ -195,7 +205,23 @@ class _Outputs:
 
 
 def _write_checkpoint(folder: Path, state: dict) -> None:
-    atomic_write_json(folder / CHECKPOINT, state)
+    """The checkpoint with a seal: the sha256 of everything in it (settings, offsets, counts)."""
+    state.pop("sha256", None)
+    atomic_write_json(folder / CHECKPOINT, {**state, "sha256": content_hash(state)})
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint whose seal verifies; ArtifactError names the file otherwise."""
+    state = read_json(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not an esm-tcav scan checkpoint; use another --out")
+    seal = state.pop("sha256", None)
+    if seal != content_hash(state):
+        raise ArtifactError(
+            f"{path}: its sha256 does not match its content (the checkpoint was edited, or "
+            "written by an older esm-tcav); delete the folder and scan again"
+        )
+    return state
 
 
 def load_scan_model(
@@ -250,54 +276,102 @@ def run_scan(
     """
     fasta, out = Path(fasta), Path(out)
     shard = parse_shard(shard)
-    ScanSettings.of(
-        device=device,
-        toks_per_batch=toks_per_batch,
-        dtype=dtype,
-        model_path=model_path,
-        registry_file=registry_file,
-        engine=engine,
-        chunk_proteins=chunk_proteins,
-    )
-    lib = load_library(library, concepts)
-    if not lib.concepts:
-        raise ConfigError(f"{library}: the library has no concepts")
-    left_out = [] if include_weak or concepts is not None else weak_concepts(lib)
-    if left_out:
-        log.warning(
-            "scan: leaving out weak concepts %s (pass --include-weak to scan them anyway)",
-            ", ".join(f"{c.name} ({c.grade})" for c in left_out),
+    capture = start_capture()  # the clean-ups validation notes go to the scan's log file
+    try:
+        # 1. everything that can fail on bad input or settings, before anything is written
+        ScanSettings.of(
+            device=device,
+            toks_per_batch=toks_per_batch,
+            dtype=dtype,
+            model_path=model_path,
+            registry_file=registry_file,
+            engine=engine,
+            chunk_proteins=chunk_proteins,
         )
-        lib.concepts = [c for c in lib.concepts if c.grade not in WEAK]
+        lib = load_library(library, concepts)
         if not lib.concepts:
-            raise ConfigError(
-                f"{library}: every concept is graded weak; pass --include-weak to scan them"
+            raise ConfigError(f"{library}: the library has no concepts")
+        left_out = [] if include_weak or concepts is not None else weak_concepts(lib)
+        if left_out:
+            log.warning(
+                "scan: leaving out weak concepts %s (pass --include-weak to scan them anyway)",
+                ", ".join(f"{c.name} ({c.grade})" for c in left_out),
             )
-    n_records, _ = validate_fasta(fasta)
-    lo, hi = shard_range(n_records, shard)
-    folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
-    folder.mkdir(parents=True, exist_ok=True)
-    if loaded is None:
-        loaded = load_scan_model(lib, device, dtype, model_path, registry_file)
-    else:
-        lib.check_model(loaded)
-    identity = {
-        "fasta": file_identity(fasta),
-        "library": str(Path(library).resolve()),
-        "library_sha256": lib.index_sha256,
-        "concepts": lib.names,
-        "model_fingerprint": loaded.fingerprint,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
-        "shard": list(shard) if shard else None,
-        "records": [lo, hi],
-        "chunk_proteins": chunk_proteins,
-    }
-    emb_store = None
-    if store is not None:
-        from esm_tcav.engine.store import EmbeddingStore
+            lib.concepts = [c for c in lib.concepts if c.grade not in WEAK]
+            if not lib.concepts:
+                raise ConfigError(
+                    f"{library}: every concept is graded weak; pass --include-weak to scan them"
+                )
+        n_records, _ = validate_fasta(fasta)
+        lo, hi = shard_range(n_records, shard)
+        folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+        check_output_dir(folder, "--out")
+        if loaded is None:
+            loaded = load_scan_model(lib, device, dtype, model_path, registry_file)
+        else:
+            lib.check_model(loaded)
+        identity = {
+            "fasta": file_identity(fasta),
+            "library": str(Path(library).resolve()),
+            "library_sha256": lib.index_sha256,
+            "concepts": lib.names,
+            "model_fingerprint": loaded.fingerprint,
+            "dtype": str(loaded.dtype).removeprefix("torch."),
+            "shard": list(shard) if shard else None,
+            "records": [lo, hi],
+            "chunk_proteins": chunk_proteins,
+        }
+        emb_store = None
+        if store is not None:
+            from esm_tcav.engine.store import EmbeddingStore
 
-        emb_store = EmbeddingStore(store, loaded.fingerprint)
-        identity["store"] = str(Path(store).resolve())
+            emb_store = EmbeddingStore(store, loaded.fingerprint)
+            identity["store"] = str(Path(store).resolve())
+        # 2. one writer per folder, then the log file, then the outputs
+        with folder_lock(folder, what="esm-tcav scan"):
+            handler = log_to_file(folder / LOG_NAME, capture)
+            try:
+                return _scan_into(
+                    folder,
+                    identity,
+                    lib,
+                    loaded,
+                    fasta,
+                    library,
+                    shard,
+                    n_records,
+                    lo,
+                    hi,
+                    toks_per_batch,
+                    engine,
+                    chunk_proteins,
+                    progress,
+                    emb_store,
+                )
+            finally:
+                detach(handler)
+    finally:
+        capture.close()
+
+
+def _scan_into(
+    folder: Path,
+    identity: dict,
+    lib: Library,
+    loaded,
+    fasta: Path,
+    library,
+    shard,
+    n_records: int,
+    lo: int,
+    hi: int,
+    toks_per_batch: int,
+    engine: str,
+    chunk_proteins: int,
+    progress: bool,
+    emb_store=None,
+) -> dict:
+    """The locked part of `run_scan`: resume or start, scan chunk by chunk, checkpoint."""
     state = _resume_state(folder, identity)
     if state is not None and state.get("complete"):
         log.info("scan in %s is already complete; nothing to do", folder)
@@ -320,25 +394,28 @@ def run_scan(
             "offsets": None,
         }
     resumed_from = state["chunks_done"]
+    fresh = state["offsets"] is None
 
     proj = Projection.from_cavs([c.cav for c in lib.concepts], loaded.spec.hidden_size)
     scan_engine = ForwardEngine(
         loaded, projection=proj, toks_per_batch=toks_per_batch, mode=engine, log_dir=folder
     )
-    outputs = _Outputs(folder, _headers(lib), state["offsets"])
-    if state["offsets"] is None:
-        state["offsets"] = outputs.sync()
-        _write_checkpoint(folder, state)
     start_record = lo + state["chunks_done"] * chunk_proteins
     todo = hi - start_record
     t0 = time.perf_counter()
     done_now = residues_now = from_store = 0
+    pending = 0  # bytes of the chunk being written (to say how much space a full disk lacks)
     from contextlib import nullcontext
 
     from esm_tcav.ui import progress_bar
 
+    outputs = None
     bar = progress_bar(todo, "scan") if progress else nullcontext(None)
     try:
+        outputs = _Outputs(folder, _headers(lib), state["offsets"])
+        if state["offsets"] is None:
+            state["offsets"] = outputs.sync()
+            _write_checkpoint(folder, state)
         with bar as advance:
             proteins = iter_fasta(fasta, start_record, hi, check=False)  # validated above
             while chunk := list(islice(proteins, chunk_proteins)):
@@ -365,6 +442,7 @@ def run_scan(
                         cc["spans"] += n_spans
                         cc["proteins_with_spans"] += int(n_spans > 0)
                         cc["residues_in_spans"] += n_res
+                pending = sum(len("".join(v).encode()) for v in parts.values())
                 outputs.append(parts)
                 # outputs first (fsynced), then the checkpoint that vouches for them
                 state["offsets"] = outputs.sync()
@@ -378,8 +456,14 @@ def run_scan(
                 t0 = time.perf_counter()
                 _write_checkpoint(folder, state)
                 release_heap()
+    except OSError as exc:
+        raise _disk_full(exc, folder, state, pending, chunk_proteins, lo, hi) from None
     finally:
-        outputs.close()
+        if outputs is not None:
+            outputs.close()
+        if fresh and not (folder / CHECKPOINT).is_file():
+            for name in FILES:  # nothing vouches for them: leave no half-started scan
+                (folder / name).unlink(missing_ok=True)
     elapsed_now = state["seconds"]
     summary = _summary(
         lib, state, fasta, library, folder, shard, loaded, scan_engine, n_records, lo, hi
@@ -414,13 +498,28 @@ def _score_stored(store, proj: Projection, chunk: list[Protein], scores: list) -
     return todo
 
 
+def _disk_full(
+    exc: OSError, folder: Path, state: dict, pending: int, chunk: int, lo: int, hi: int
+) -> Exception:
+    """One line for a failed write: where, why, and (disk full) about how much more is needed.
+
+    The checkpoint still vouches for what was finished, so a rerun resumes after the last
+    complete chunk."""
+    done = state.get("proteins_done", 0)
+    remaining = max(hi - lo - done, 0)
+    written = sum((state.get("offsets") or {}).values())
+    if done:
+        needed = int(written / done * remaining)
+    else:
+        needed = int(pending / max(chunk, 1) * remaining) if pending else None
+    return disk_error(exc, folder, needed)
+
+
 def _resume_state(folder: Path, identity: dict) -> dict | None:
     path = folder / CHECKPOINT
     if not path.is_file():
         return None
-    state = read_json(path)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ArtifactError(f"{path}: not an esm-tcav scan checkpoint; use another --out")
+    state = read_checkpoint(path)
     old = state.get("identity", {})
     for key, value in identity.items():
         if old.get(key) != value:
@@ -498,12 +597,13 @@ def merge_shards(out: str | Path, n: int) -> dict:
     states = []
     for f in folders:
         path = f / CHECKPOINT
-        if not path.is_file() or not read_json(path).get("complete"):
+        state = read_checkpoint(path) if path.is_file() else {}
+        if not state.get("complete"):
             raise ArtifactError(
                 f"{f}: shard not finished; rerun `esm-tcav scan ... --shard "
                 f"{folders.index(f)}/{n}` (it resumes) before merging"
             )
-        states.append(read_json(path))
+        states.append(state)
     ids = {
         json.dumps(
             {k: v for k, v in s["identity"].items() if k not in ("shard", "records")},
@@ -516,6 +616,11 @@ def merge_shards(out: str | Path, n: int) -> dict:
             f"{out}/shards: the shards were scanned with different inputs; "
             "rescan them with the same FASTA and library"
         )
+    with folder_lock(out, what="esm-tcav scan --merge"):
+        return _merge_into(out, n, folders)
+
+
+def _merge_into(out: Path, n: int, folders: list[Path]) -> dict:
     for name in FILES:
         atomic_write_with(out / name, lambda tmp, name=name: _concatenate(folders, name, tmp))
     summaries = [read_json(f / SUMMARY) for f in folders]

@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -225,7 +226,13 @@ def load_hf_folder(path: Path, spec: ModelSpec | None, device: str, dtype: torch
     """A local folder in Hugging Face layout: config.json, weights, vocab.txt."""
     if not (path / "config.json").is_file():
         raise ModelMismatchError(f"{path}: no config.json; not a Hugging Face model folder")
-    config = EsmConfig.from_pretrained(path, local_files_only=True)
+    try:
+        config = EsmConfig.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # an empty or broken config.json
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelMismatchError(
+            f"{path / 'config.json'}: unreadable ({type(exc).__name__}: {first}); restore it"
+        ) from None
     if config.model_type != "esm":
         raise ModelMismatchError(f"{path}: model_type is {config.model_type!r}, expected 'esm'")
     arch = (config.architectures or ["EsmModel"])[0]
@@ -233,10 +240,37 @@ def load_hf_folder(path: Path, spec: ModelSpec | None, device: str, dtype: torch
     vocab_file = path / "vocab.txt"
     vocab = Alphabet.read_vocab_file(vocab_file) if vocab_file.is_file() else None
     spec = spec or infer_spec(config.hidden_size, config.num_hidden_layers, str(path))
-    model = cls.from_pretrained(
-        path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32
-    )
+    try:
+        model = cls.from_pretrained(
+            path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32
+        )
+    except Exception as exc:  # transformers raises OSError, IndexError, UnpicklingError, ...
+        raise ModelMismatchError(_weights_problem(path, exc)) from None
     return _finish(model, config, vocab or spec.vocab, spec, str(path), device, dtype)
+
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _weights_problem(path: Path, exc: Exception) -> str:
+    """One line saying why the weights of a Hugging Face folder could not be loaded."""
+    found = [path / n for n in _WEIGHT_FILES if (path / n).is_file()]
+    found += sorted(path.glob("model-*.safetensors")) + sorted(path.glob("pytorch_model-*.bin"))
+    if not found:
+        return (
+            f"{path}: no weights (model.safetensors or pytorch_model.bin) next to config.json; "
+            "copy the checkpoint's weight files into the folder"
+        )
+    empty = [p for p in found if p.stat().st_size == 0]
+    if empty:
+        return f"{empty[0]}: empty file (0 bytes); the download or copy is incomplete, redo it"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return (
+            f"{found[0]}: refused, the pickle holds more than tensors and is never executed "
+            "(weights_only=True); convert it to model.safetensors with a trusted tool"
+        )
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{found[0]}: unreadable weights ({type(exc).__name__}: {first})"
 
 
 _FAIR_TO_HF = [
@@ -275,14 +309,19 @@ def fair_esm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_fair_esm_pt(path: Path, spec: ModelSpec | None, device: str, dtype: torch.dtype) -> Esm2:
     """A fair-esm `.pt` checkpoint, read with weights_only=True and converted to HF layout."""
+    if path.stat().st_size == 0:
+        raise ModelMismatchError(
+            f"{path}: empty file (0 bytes); the download or copy is incomplete, redo it"
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelMismatchError(
             f"{path}: cannot read as a fair-esm checkpoint with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from exc
+            f"({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(data, dict) or "model" not in data:
         raise ModelMismatchError(f"{path}: no 'model' state dict; not a fair-esm checkpoint")
     state = fair_esm_to_hf(data["model"])

@@ -52,6 +52,27 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
         ) from exc
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this torch cannot use, naming what it has (before loading anything)."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        built = "built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU"
+        raise ConfigError(
+            f"device {device!r}: this torch ({torch.__version__}) {built}; use device: cpu, "
+            "or run on a GPU node with a CUDA build of torch"
+        )
+    if kind == "cuda" and ":" in str(device):
+        index = int(str(device).split(":")[1] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available here; use device: cpu")
+    if kind not in {"cpu", "cuda", "mps"}:
+        raise ConfigError(f"device {device!r}: unknown; use cpu, cuda, cuda:N or mps")
+
+
 def load_model(
     name: str | None = None,
     path: str | Path | None = None,
@@ -64,6 +85,7 @@ def load_model(
     """The model named `name` in the registry (and/or the checkpoint at `path`), checked."""
     if name is None and path is None:
         raise ConfigError("model: give model.name (a registry entry) or model.path")
+    check_device(device)
     spec = get_spec(name, registry_file) if name else None
     loader = backend_loader(spec.backend if spec else DEFAULT_BACKEND)
     return loader(

@@ -310,6 +310,29 @@ def _model_name(ctx: StageContext) -> str | None:
     return ctx.model_name  # no name in the config: the registry resolves it from the weights
 
 
+def unverified_artifacts(out_dir: Path, model_name: str | None) -> list[str]:
+    """One line per CAV artifact of the newest version whose files do not match their
+    manifest (edited after training): the report shows their numbers, so it must say so."""
+    from esm_tcav.concepts.artifacts import latest_version, model_dir, verify_manifest
+    from esm_tcav.errors import ArtifactError
+
+    if not model_name:
+        return []
+    version = latest_version(out_dir, model_name)
+    problems = []
+    root = model_dir(out_dir, model_name)
+    for folder in sorted(root.glob(f"L*_*_v{version}")) if version is not None else []:
+        try:
+            verify_manifest(folder)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def run_report(ctx: StageContext) -> Path:
-    """The `report` stage: write `<output_dir>/report.html` from what the other stages left."""
-    return write_report(ctx.out, _model_name(ctx))
+    """The `report` stage: write `<output_dir>/report.html` from what the other stages left
+    (warning, on the console and in the log, about CAV files changed after training)."""
+    name = _model_name(ctx)
+    for problem in unverified_artifacts(ctx.out, name):
+        log.warning("the report shows results of a CAV that does not verify: %s", problem)
+    return write_report(ctx.out, name)

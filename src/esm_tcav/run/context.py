@@ -1,8 +1,12 @@
 """What every stage of a run shares: the config, the model, the dataset, the store, the log.
 
-Constructing a `RunContext` touches nothing; `prepare()` (or `RunContext.open`) creates the
-results folder with its `logs/`, the config snapshot and the run's log file. Every stage run
-through `run.pipeline` prepares it, and so does the first use of the model, dataset or store.
+Constructing a `RunContext` touches nothing. `validate()` checks everything a stage needs
+without writing: the output location, the input files (the dataset is read), the device and
+the model (loaded). Only then does `prepare()` (or `RunContext.open`) create the results folder
+with its `logs/`, the config snapshot, `split.json` and the run's log file, so a command that
+fails on bad input leaves the file system as it was. Every stage run through `run.pipeline`
+validates, takes the folder's lock (`io.locks`) and prepares, in that order; the store is the
+first thing that needs a prepared context.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 from esm_tcav.config import Config, snapshot_yaml
 from esm_tcav.engine.embed import embed_into_store, open_store
 from esm_tcav.engine.store import EmbeddingStore
-from esm_tcav.io.files import atomic_write_text
+from esm_tcav.io.files import atomic_write_text, check_output_dir
+from esm_tcav.io.logs import LogCapture, log_to_file, start_capture
 from esm_tcav.io.proteins import Protein
 from esm_tcav.models.base import ProteinLM
 from esm_tcav.models.loading import load_model
@@ -39,25 +44,59 @@ class RunContext:
         self.cfg = cfg
         self.out = cfg.out
         self._prepared = False
+        self._selection_said = False
         self._loaded: ProteinLM | None = None
         self._layers: list[int] | None = None
         self._dataset: Dataset | None = None
         self._store: EmbeddingStore | None = None
+        self._split_written = False
+        self._capture: LogCapture | None = None
 
     @classmethod
     def open(cls, cfg: Config) -> RunContext:
         """A prepared context: what the CLI verbs use."""
         return cls(cfg).prepare()
 
+    def validate(self, model: bool = True, data: bool = True) -> RunContext:
+        """Check the output location, read the inputs and load the model: writes nothing.
+
+        Raises the expected error (one line) for an output_dir that is a file or on a read-only
+        file system, a bad input file, an unavailable device or an unloadable model.
+        """
+        check_output_dir(self.out, "output_dir")
+        if self._capture is None and not self._prepared:
+            self._capture = start_capture()  # clean-ups noted now go to the log file later
+        if data:
+            _ = self.dataset
+        if model:
+            _ = self.loaded
+        return self
+
     def prepare(self) -> RunContext:
         """Create the results folder, `logs/`, the config snapshot and the log file (once)."""
         if not self._prepared:
+            check_output_dir(self.out, "output_dir")
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "logs").mkdir(exist_ok=True)
             atomic_write_text(self.out / SNAPSHOT_NAME, snapshot_yaml(self.cfg))
-            _log_to_file(self.out / "logs" / LOG_NAME)
+            log_to_file(self.out / "logs" / LOG_NAME, self._capture)
+            self._capture = None
             self._prepared = True
+            self._write_split()
         return self
+
+    def _write_split(self) -> None:
+        if self._prepared and self._dataset is not None and not self._split_written:
+            write_split(self._dataset, self.out / "split.json")
+            self._split_written = True
+
+    def say_selection(self) -> None:
+        """One line (console and log) before training: the granularity and the positive
+        spans the span selection picked, so a selection that picked less than meant is seen
+        (once per run, after validation: a failing command prints its error line alone)."""
+        if not self._selection_said:
+            self._selection_said = True
+            _say_selection(self.cfg, self.dataset)
 
     # ------------------------------------------------------------------ the model
     @property
@@ -67,7 +106,6 @@ class RunContext:
     @property
     def loaded(self) -> ProteinLM:
         if self._loaded is None:
-            self.prepare()
             m = self.cfg.model
             self._loaded = load_model(
                 m.name,
@@ -98,16 +136,14 @@ class RunContext:
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self.prepare()
-            ds = load_dataset(self.cfg)
-            write_split(ds, self.out / "split.json")
-            self._dataset = ds
-            _say_selection(self.cfg, ds)
+            self._dataset = load_dataset(self.cfg)
+        self._write_split()
         return self._dataset
 
     @property
     def store(self) -> EmbeddingStore:
         if self._store is None:
+            self.prepare()
             self._store = open_store(self.cfg, self.loaded)
         return self._store
 
@@ -148,16 +184,3 @@ def _say_selection(cfg: Config, ds: Dataset) -> None:
     )
     log.info(line)
     console.print(line, highlight=False, soft_wrap=True)
-
-
-def _log_to_file(path: Path) -> None:
-    root = logging.getLogger("esm_tcav")
-    if any(
-        isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve()
-        for h in root.handlers
-    ):
-        return
-    handler = logging.FileHandler(path)  # a log: appended line by line as the run goes
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)

@@ -25,7 +25,14 @@ from esm_tcav.config import (
     load_library_config,
 )
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
-from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file
+from esm_tcav.io.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    sha256_file,
+)
+from esm_tcav.io.locks import folder_lock
+from esm_tcav.io.logs import detach, log_to_file
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
@@ -113,15 +120,21 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
 # ---------------------------------------------------------------------- building
 
 
-def _shared_context(cfg: Config, loaded: ProteinLM | None, store_root: Path) -> RunContext:
-    """A RunContext that reuses one loaded model and one embedding store for every concept:
-    the config's `store.path` when set (shared beyond this library), else `store_root`."""
+def _shared_context(
+    cfg: Config, loaded: ProteinLM | None, store_root: Path, prepare: bool = True
+) -> RunContext:
+    """A RunContext that reuses one loaded model and one embedding store for every concept
+    (the config's `store.path` when set, shared beyond this library, else `store_root`),
+    validated (inputs, model) and, with `prepare`, its folder created."""
     from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
-    ctx = RunContext.open(cfg)
+    ctx = RunContext(cfg)
     if loaded is not None:
         ctx.use_model(loaded)  # every concept of a build has the same model section
+    ctx.validate()
+    if prepare:
+        ctx.prepare()
     root = cfg.store_dir if cfg.store.path else store_root
     ctx.use_store(EmbeddingStore(root, ctx.loaded.fingerprint, cfg.embed.residue_dtype))
     return ctx
@@ -376,12 +389,25 @@ def build_library(
     `store` (`--store`), else `defaults.store.path` of the library config, else
     `<out>/work/embeddings`.
     """
-    import time
 
     config_path = Path(config_path)
     spec = load_library_config(config_path)
-    base = config_path.parent.resolve()
     out = Path(out).resolve()  # derived data paths must not depend on the working directory
+    check_output_dir(out, "library folder")
+    with folder_lock(out, what="esm-tcav library build"):
+        handler = log_to_file(out / "logs" / "library.log")
+        try:
+            return _build_locked(config_path, spec, out, loaded, store)
+        finally:
+            detach(handler)
+
+
+def _build_locked(
+    config_path: Path, spec, out: Path, loaded, store: str | Path | None = None
+) -> dict:
+    import time
+
+    base = config_path.parent.resolve()
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
@@ -475,13 +501,24 @@ def add_concept(library_dir: str | Path, cfg: Config, loaded=None) -> dict:
     cfg = cfg.model_copy(deep=True)
     cfg.output_dir = str((root / "work" / name).resolve())
     cfg.detect.layer = "best"
-    ctx = _shared_context(cfg, loaded, root / "work" / "embeddings")
+    check_output_dir(root, "library folder")
+    ctx = _shared_context(cfg, loaded, root / "work" / "embeddings", prepare=False)
     if have is not None and have.get("fingerprint") != ctx.loaded.fingerprint:
         raise ModelMismatchError(
             f"{root / INDEX}: library of model {have.get('name')!r} (fingerprint "
             f"{have.get('fingerprint')}) but the config loads {ctx.loaded.spec.name!r} "
             f"(fingerprint {ctx.loaded.fingerprint}); add concepts trained on the library's model"
         )
+    with folder_lock(root, what="esm-tcav library add"):
+        handler = log_to_file(root / "logs" / "library.log")
+        try:
+            ctx.prepare()
+            return _add_locked(ctx, cfg, root, name)
+        finally:
+            detach(handler)
+
+
+def _add_locked(ctx: RunContext, cfg: Config, root: Path, name: str) -> dict:
     concept, _ = train_concept(ctx)
     concept.provenance = _provenance(cfg, {"source": "esm-tcav library add"})
     concept = add_to_library(root, _model_record(ctx.loaded, cfg), concept)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from esm_tcav._version import __version__
 from esm_tcav.config import STEPS
-from esm_tcav.errors import ConfigError
+from esm_tcav.errors import ConfigError, InputError
 from esm_tcav.io.files import atomic_write_text, content_hash
+from esm_tcav.io.locks import folder_lock
 
 if TYPE_CHECKING:
     from esm_tcav.run.context import RunContext
@@ -114,22 +115,45 @@ def _reusable(ctx: RunContext, step: str, key: str | None) -> dict | None:
     return result
 
 
+def validate_step(ctx: RunContext, step: str, input_path: Path | None = None) -> None:
+    """Everything `step` needs, checked before anything is written (see RunContext.validate)."""
+    if step not in STEPS:
+        raise ConfigError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
+    needs = step != "report"  # the report reads the folder only
+    ctx.validate(model=needs, data=needs)
+    if input_path is not None and not Path(input_path).is_file():
+        raise InputError(
+            f"{input_path}: input file not found; give a FASTA, JSONL, TMbed or UniProt file "
+            "with --input"
+        )
+
+
 def run_step(ctx: RunContext, step: str, force: bool = False, **kwargs):
     """Run one stage and record it in the run manifest.
 
-    `embed` and `train` reuse stored work themselves; `evaluate`, `detect` and `tcav` are
-    skipped when the config, the trained CAVs and the model are those of their recorded run
-    (unless `force`, or `detect --input`).
+    Order: validate (config, inputs, model, device, output location), take the output
+    folder's lock, only then create files. `embed` and `train` reuse stored work themselves;
+    `evaluate`, `detect` and `tcav` are skipped when the config, the trained CAVs and the model
+    are those of their recorded run (unless `force`, or `detect --input`). Sharded embed jobs
+    (SLURM array tasks) lock their shard only, so they run side by side.
     """
-    ctx.prepare()
-    key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
-    if not force and (stored := _reusable(ctx, step, key)) is not None:
-        log.info("%s: inputs unchanged, reusing the recorded results", step)
-        return {**stored, "reused": True}
-    t0 = time.perf_counter()
-    result = _stage(ctx, step, force, **kwargs)
-    record_step(ctx, step, time.perf_counter() - t0, result, inputs_key=key)
-    return result
+    validate_step(ctx, step, kwargs.get("input_path"))
+    shard = kwargs.get("shard") if step == "embed" else None
+    lock_name = f"embed-shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    with folder_lock(ctx.out, what=f"esm-tcav {step}", name=lock_name):
+        ctx.prepare()
+        key = _inputs_key(ctx, step) if step in _DERIVED and not kwargs.get("input_path") else None
+        if not force and (stored := _reusable(ctx, step, key)) is not None:
+            log.info("%s: inputs unchanged, reusing the recorded results", step)
+            return {**stored, "reused": True}
+        if step in ("embed", "train"):
+            ctx.say_selection()
+        t0 = time.perf_counter()
+        result = _stage(ctx, step, force, **kwargs)
+        # array tasks share the manifest: its read-modify-write is serialized
+        with folder_lock(ctx.out, what="manifest update", name="manifest", wait_s=120):
+            record_step(ctx, step, time.perf_counter() - t0, result, inputs_key=key)
+        return result
 
 
 def record_step(
@@ -184,14 +208,17 @@ def run_pipeline(ctx: RunContext, force: bool = False, steps: list[str] | None =
     unknown = [s for s in chosen if s not in STEPS]
     if unknown:
         raise ConfigError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    for step in chosen:
+        validate_step(ctx, step)
     total = time.perf_counter()
     timings = {}
-    for step in STEPS:
-        if step in chosen:
-            t0 = time.perf_counter()
-            run_step(ctx, step, force)
-            timings[step] = round(time.perf_counter() - t0, 2)
-            log.info("step %s done in %.1f s", step, timings[step])
+    with folder_lock(ctx.out, what="esm-tcav run"):
+        for step in STEPS:
+            if step in chosen:
+                t0 = time.perf_counter()
+                run_step(ctx, step, force)
+                timings[step] = round(time.perf_counter() - t0, 2)
+                log.info("step %s done in %.1f s", step, timings[step])
     return {
         "output_dir": str(ctx.out),
         "seconds": round(time.perf_counter() - total, 2),
