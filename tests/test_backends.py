@@ -76,7 +76,7 @@ def test_a_letter_esm2_lacks_is_read_and_refused_at_embed_time(
     assert prot.sequence == "MKJV"
     m = load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
     engine = ForwardEngine(m, [1])
-    with pytest.raises(InputError, match="protein 'P1': character 'J' is not in the ESM-2 alphabet"):
+    with pytest.raises(InputError, match="'P1': character 'J' is not in the ESM-2 alphabet"):
         list(engine.iter_residue_states([prot]))
 
 
@@ -98,9 +98,10 @@ def test_esmc_packed_equals_padded_and_batching_changes_nothing(esmc_files):
     packed = ForwardEngine(m, [0, 2, 3])
     assert packed.mode == "packed"
     a = {p.id: s for p, s in packed.iter_residue_states(proteins())}
-    b = {p.id: s for p, s in ForwardEngine(m, [0, 2, 3], mode="padded").iter_residue_states(
-        proteins()
-    )}
+    b = {
+        p.id: s
+        for p, s in ForwardEngine(m, [0, 2, 3], mode="padded").iter_residue_states(proteins())
+    }
     for p in proteins():
         ((_, single),) = list(ForwardEngine(m, [3], mode="padded").iter_residue_states([p]))
         assert np.abs(single[3] - b[p.id][3]).max() < 1e-5
@@ -127,12 +128,12 @@ def _esmc_by_hand(net, tokens: torch.Tensor) -> tuple[list[torch.Tensor], torch.
         cos = torch.cat([fr.cos(), fr.cos()], -1)[:, None]
         sin = torch.cat([fr.sin(), fr.sin()], -1)[:, None]
 
-        def rot(t):
+        rotated = []
+        for t in (q, k):
             t = t.unflatten(-1, (nh, dh))
             t1, t2 = t.chunk(2, -1)
-            return (t * cos + torch.cat([-t2, t1], -1) * sin).flatten(-2)
-
-        q, k = rot(q), rot(k)
+            rotated.append((t * cos + torch.cat([-t2, t1], -1) * sin).flatten(-2))
+        q, k = rotated
         q, k, v = (t.unflatten(-1, (nh, dh)).transpose(1, 2) for t in (q, k, v))
         att_w = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, -1)
         ctx = (att_w @ v).transpose(1, 2).flatten(-2)
@@ -187,11 +188,12 @@ def test_esmc_equals_evolutionaryscale_reference(tmp_path):
 def test_esmc_guard_catches_a_planted_offset(esmc_files, tmp_path):
     m = load_model("tiny_esmc", esmc_files["folder"], registry_file=esmc_files["registry"])
     no_bos = dataclasses.replace(m.alphabet, prepend_bos=False)
-    out = list(ForwardEngine(m, [3], log_dir=tmp_path, alphabet=no_bos).iter_residue_states(
-        proteins()
-    ))
+    out = list(
+        ForwardEngine(m, [3], log_dir=tmp_path, alphabet=no_bos).iter_residue_states(proteins())
+    )
     assert all(s[3].shape[0] == len(p.sequence) for p, s in out)
-    lines = [json.loads(x) for x in (tmp_path / "indexing_corrections.jsonl").read_text().splitlines()]
+    log_file = tmp_path / "indexing_corrections.jsonl"
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
     assert len(lines) == len(SEQS) and {ln["actual_offset"] for ln in lines} == {0}
     ok = tmp_path / "ok"
     list(ForwardEngine(m, [3], log_dir=ok).iter_residue_states(proteins()))

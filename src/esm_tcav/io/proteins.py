@@ -46,9 +46,7 @@ NOT_A_RESIDUE = "is not a residue letter"
 GAPS = frozenset("-.")
 # Characters a raw sequence line may hold before normalization (checked line by line so that an
 # error can name the line of the offending character).
-_RAW_OK = (
-    RESIDUE_LETTERS | {c.lower() for c in RESIDUE_LETTERS} | GAPS | {"*"} | set(" \t\r\n\f\v")
-)
+_RAW_OK = RESIDUE_LETTERS | {c.lower() for c in RESIDUE_LETTERS} | GAPS | {"*"} | set(" \t\r\n\f\v")
 
 FIX_BAD_CHAR = "remove it or replace it with X"
 
@@ -206,8 +204,7 @@ def normalize_sequence(seq: str, where: str = "sequence") -> tuple[str, list[str
     for pos, char in enumerate(seq, start=1):
         if char not in _RAW_OK:
             raise InputError(
-                f"{where}: character {char!r} (position {pos}) {NOT_A_RESIDUE}; "
-                f"{FIX_BAD_CHAR}"
+                f"{where}: character {char!r} (position {pos}) {NOT_A_RESIDUE}; {FIX_BAD_CHAR}"
             )
     text = seq.strip()
     n_space = sum(1 for c in text if c.isspace())
