@@ -211,3 +211,224 @@ def test_esmc_registry_and_offline_rules(esmc_files):
             load_model(name)
     with pytest.raises(ModelMismatchError, match="hidden size is 32 but registry entry"):
         load_model("esmc_300m", esmc_files["folder"])
+
+
+# ---------------------------------------------------------------- T5 (ProtT5, Ankh) and BERT
+
+PROTT5_LETTERS = "ALGVSREDTIPKFQNYMHWCXBOUZ"  # ProtT5's order after <pad> </s> <unk>
+PROTBERT_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO")
+
+
+def _tiny_t5(folder: Path, vocab_size: int, seed: int, **config) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=3,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        dropout_rate=0.0,
+        **config,
+    )
+    T5EncoderModel(cfg).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def prott5_files(tmp_path_factory):
+    """Tiny ProtT5: T5EncoderModel + a T5 (Unigram) tokenizer with ProtT5's vocabulary
+    (<pad> </s> <unk>, "▁A" ... "▁Z", 100 sentinels), both saved with save_pretrained."""
+    from transformers import T5Tokenizer
+
+    root = tmp_path_factory.mktemp("prott5")
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(f"▁{c}", -1.0 - i / 100) for i, c in enumerate(PROTT5_LETTERS)]
+    tok = T5Tokenizer(vocab=vocab, extra_ids=100)
+    tok.save_pretrained(root / "model")
+    _tiny_t5(root / "model", len(tok), seed=2, feed_forward_proj="relu")
+    return {"folder": root / "model", "registry": registry(root, "tiny_prott5", "t5")}
+
+
+@pytest.fixture(scope="module")
+def ankh_files(tmp_path_factory):
+    """Tiny Ankh-like T5 (gated-GELU) with a character-level tokenizer (no "▁" marks)."""
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("ankh")
+    names = ["<pad>", "</s>", "<unk>", *"LAGVESIKRDTPNQFYMHCWXUBZO", "<mask>"]
+    core = Tokenizer(WordLevel({t: i for i, t in enumerate(names)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    tok.save_pretrained(root / "model")
+    _tiny_t5(root / "model", len(names), seed=3, feed_forward_proj="gated-gelu")
+    return {"folder": root / "model", "registry": registry(root, "tiny_ankh", "t5")}
+
+
+def _tiny_bert(folder: Path, seed: int) -> None:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(PROTBERT_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=1100,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def protbert_files(tmp_path_factory):
+    """Tiny ProtBERT: BertModel + BertTokenizer from ProtBERT's vocab.txt (save_pretrained)."""
+    from transformers import BertTokenizer
+
+    root = tmp_path_factory.mktemp("protbert")
+    (root / "vocab.txt").write_text("\n".join(PROTBERT_VOCAB) + "\n")
+    BertTokenizer(str(root / "vocab.txt"), do_lower_case=False).save_pretrained(root / "model")
+    _tiny_bert(root / "model", seed=4)
+    return {"folder": root / "model", "registry": registry(root, "tiny_protbert", "hf_encoder")}
+
+
+def _load(files: dict, name: str):
+    return load_model(name, files["folder"], registry_file=files["registry"])
+
+
+def _engine_states(m, layers, prots, **kw) -> dict[str, dict[int, np.ndarray]]:
+    return {p.id: s for p, s in ForwardEngine(m, layers, **kw).iter_residue_states(prots)}
+
+
+@pytest.mark.parametrize("kind", ["prott5", "ankh"])
+def test_t5_states_equal_t5_encoder_model_on_the_models_own_tokens(kind, prott5_files, ankh_files):
+    """The engine (padded, chosen automatically) gives the library's states for each residue;
+    the library is called as ProtT5's README does: spaced residues, U/Z/O/B replaced by X."""
+    import re
+
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    files = prott5_files if kind == "prott5" else ankh_files
+    m = _load(files, f"tiny_{kind}")
+    assert m.residue_offset == 0 and not m.supports_packed and m.head_kind is None
+    assert {"U", "Z", "O", "B", "X"} <= m.residues and "J" not in m.residues
+    seqs = [*SEQS, "MKUZOBVL"]
+    engine = ForwardEngine(m, [1, 3])
+    assert engine.mode == "padded"
+    ours = {p.id: s for p, s in engine.iter_residue_states(proteins(seqs))}
+    tok = AutoTokenizer.from_pretrained(files["folder"])
+    ref = T5EncoderModel.from_pretrained(files["folder"]).eval()
+    for i, seq in enumerate(seqs):
+        ids = tok(" ".join(re.sub(r"[UZOB]", "X", seq)), return_tensors="pt")["input_ids"]
+        assert ids[0, -1] == tok.eos_token_id and ids.shape[1] == len(seq) + 1  # </s>, no BOS
+        with torch.inference_mode():
+            out = ref(input_ids=ids, output_hidden_states=True)
+        final = out.last_hidden_state[0, : len(seq)].numpy()
+        assert np.abs(ours[f"p{i}"][3] - final).max() < 1e-5
+        first = out.hidden_states[1][0, : len(seq)].numpy()
+        assert np.abs(ours[f"p{i}"][1] - first).max() < 1e-5
+    # a rare residue is read as X: same states as the sequence written with X
+    assert m.alphabet.encode("MKUZOBVL") == m.alphabet.encode("MKXXXXVL")
+    x = _engine_states(m, [3], [Protein("x", "MKXXXXVL")])["x"][3]
+    assert np.abs(x - ours["p4"][3]).max() < 1e-5
+    with pytest.raises(ConfigError, match="no packed forward"):
+        ForwardEngine(m, [1], mode="packed")
+
+
+def test_protbert_states_equal_bert_model_on_its_own_tokens(protbert_files):
+    from transformers import BertModel, BertTokenizer
+
+    m = _load(protbert_files, "tiny_protbert")
+    assert m.residue_offset == 1 and m.alphabet.bos == "[CLS]" and m.alphabet.eos == "[SEP]"
+    engine = ForwardEngine(m, [2, 3])
+    assert engine.mode == "padded"
+    ours = {p.id: s for p, s in engine.iter_residue_states(proteins())}
+    tok = BertTokenizer.from_pretrained(protbert_files["folder"])
+    ref = BertModel.from_pretrained(protbert_files["folder"]).eval()
+    for i, seq in enumerate(SEQS):
+        ids = tok(" ".join(seq), return_tensors="pt")
+        assert ids["input_ids"].shape[1] == len(seq) + 2
+        with torch.inference_mode():
+            out = ref(**ids, output_hidden_states=True)
+        assert np.abs(ours[f"p{i}"][3] - out.last_hidden_state[0, 1:-1].numpy()).max() < 1e-5
+        assert np.abs(ours[f"p{i}"][2] - out.hidden_states[2][0, 1:-1].numpy()).max() < 1e-5
+
+
+def test_bpe_tokenizer_is_refused_with_one_clear_message(tmp_path):
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    letters = list("ACDEFGHIKLMNPQRSTVWY")
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *letters, "MK", "MKT"])}
+    core = Tokenizer(BPE(vocab, [("M", "K"), ("MK", "T")], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = tmp_path / "bpe"
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>"
+    ).save_pretrained(folder)
+    _tiny_bert(folder, seed=5)
+    reg = registry(tmp_path, "bpe_model", "hf_encoder")
+    with pytest.raises(ModelMismatchError) as info:
+        load_model("bpe_model", folder, registry_file=reg)
+    message = str(info.value)
+    assert "\n" not in message and str(folder) in message
+    assert "tokens of several residues ('MK'" in message and "BPE-style" in message
+
+
+@pytest.mark.parametrize("kind", ["prott5", "protbert"])
+def test_guard_catches_a_planted_offset(kind, prott5_files, protbert_files, tmp_path):
+    """A tokenization that shifts residue 1 (a stray BOS for ProtT5, none for ProtBERT) is
+    found, logged, and corrected: the states are those of the right tokens."""
+    files = prott5_files if kind == "prott5" else protbert_files
+    m = _load(files, f"tiny_{kind}")
+    a = m.alphabet
+    shifted = (
+        dataclasses.replace(a, bos=a.pad, prepend_bos=True)
+        if kind == "prott5"
+        else dataclasses.replace(a, prepend_bos=False)
+    )
+    out = _engine_states(m, [3], proteins(), log_dir=tmp_path, alphabet=shifted)
+    assert all(out[p.id][3].shape[0] == len(p.sequence) for p in proteins())
+    lines = [
+        json.loads(x) for x in (tmp_path / "indexing_corrections.jsonl").read_text().splitlines()
+    ]
+    assert len(lines) == len(SEQS)
+    assert {(ln["expected_offset"], ln["actual_offset"]) for ln in lines} == (
+        {(0, 1)} if kind == "prott5" else {(1, 0)}
+    )
+    ok = tmp_path / "ok"
+    _engine_states(m, [3], proteins(), log_dir=ok)
+    assert not (ok / "indexing_corrections.jsonl").exists()
+
+
+def test_registry_entries_at_the_real_sizes():
+    from esm_tcav.models.registry import get_spec
+
+    sizes = {
+        "prot_t5_xl_uniref50": ("t5", 1024, 24, 32),
+        "ankh_base": ("t5", 768, 48, 12),
+        "ankh_large": ("t5", 1536, 48, 16),
+        "prot_bert": ("hf_encoder", 1024, 30, 16),
+    }
+    for name, (backend, hidden, layers, heads) in sizes.items():
+        spec = get_spec(name)
+        assert (spec.backend, spec.hidden_size, spec.num_layers, spec.num_heads) == (
+            backend,
+            hidden,
+            layers,
+            heads,
+        )
+        with pytest.raises(ConfigError, match="downloads are off"):
+            load_model(name)

@@ -88,8 +88,9 @@ class ProteinLM(ABC):
 
     @property
     def residues(self) -> frozenset[str]:
-        """Residue letters the model has a token for."""
-        return frozenset(t for t in self.alphabet.vocab if len(t) == 1 and t.isalpha())
+        """Residue letters the model has a token for (or reads as another token's)."""
+        own = {t for t in self.alphabet.vocab if len(t) == 1 and t.isalpha()}
+        return frozenset(own | {letter for letter, _ in self.alphabet.aliases})
 
     def check_sequence(self, seq: str, where: str) -> None:
         """A clear error for a residue the model has no token for (rather than a silent <unk>)."""
