@@ -23,6 +23,9 @@ from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_fasta
 from esm_tcav.models.loading import load_model
 
+from .test_pipeline import _invoke, write_planted_run
+from .test_scan import _read_tsv, make_library, planted_proteins, write_fasta
+
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKV", "ACDEFGHIKLMNPQRSTVWYX", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"]
 TINY = {"hidden_size": 32, "num_layers": 3, "num_heads": 4}
 
@@ -432,3 +435,85 @@ def test_registry_entries_at_the_real_sizes():
         )
         with pytest.raises(ConfigError, match="downloads are off"):
             load_model(name)
+
+
+# ---------------------------------------------------------------- the whole run and scan, each
+
+KINDS = ["esmc", "prott5", "ankh", "protbert"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_run_on_each_backend(kind, request, tmp_path):
+    """embed → train → evaluate → detect → tcav → report from one config whose model section
+    names the backend's registry entry and folder (the config change that swaps models)."""
+    files = request.getfixturevalue(f"{kind}_files")
+    name = f"tiny_{kind}"
+    model = {"name": name, "path": str(files["folder"]), "registry_file": str(files["registry"])}
+    cfg = write_planted_run(tmp_path, files["folder"], files["registry"], model=model)
+    result = _invoke("run", str(cfg), "--json")
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.stdout)["steps"]
+    assert list(steps) == ["embed", "train", "evaluate", "detect", "tcav", "report"]
+    out = tmp_path / "out"
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["model"]["name"] == name and manifest["model"]["fingerprint"]
+    assert manifest["steps"]["embed"]["result"]["embedded_now"] == 32
+    assert (out / "cavs" / name / "summary_v1.json").is_file()
+    assert (out / "evaluations" / name / "projection_eval.json").is_file()
+    # the detection layer is chosen on the training proteins, so it may differ per model
+    assert len(list((out / "detections" / name / "test").glob("L*/spans.gff3"))) == 1
+    assert (out / "report.html").is_file()
+    assert not (out / "logs" / "indexing_corrections.jsonl").exists()
+    if kind == "esmc":  # gradient TCAV through ESM-C's sequence head (masked-LM target)
+        tcav = json.loads((out / "tcav" / name / "tcav_scores.json").read_text())
+        assert tcav["target"]["kind"] == "masked_lm"
+        assert set(tcav["layers"]) == {"1", "2", "3"}
+    else:  # no head: TCAV is skipped, said plainly
+        assert "no sequence-classification or masked-LM head" in json.dumps(
+            manifest["steps"]["tcav"]
+        )
+
+
+def separating_cav(m, layer: int, prots: list[Protein]):
+    """A W-residue CAV for a random model: a linear separator of W and non-W residues fitted on
+    the proteins to scan (a random model does not order them along the mean difference as a
+    trained one would), its threshold halfway between the two classes."""
+    from sklearn.svm import LinearSVC
+
+    from esm_tcav.concepts.cav import CAV
+
+    states = _engine_states(m, [layer], prots)
+    X = np.concatenate([states[p.id][layer] for p in prots]).astype(np.float64)
+    y = np.concatenate([np.array([c == "W" for c in p.sequence]) for p in prots])
+    svm = LinearSVC(C=1e3, max_iter=100_000).fit(X, y)
+    d = svm.coef_[0] / np.linalg.norm(svm.coef_[0])
+    s = X @ d
+    assert s[y].min() > s[~y].max(), "setup: W residues not linearly separable"
+    return CAV("trp_run", layer, d.astype(np.float32), float(-(s[y].min() + s[~y].max()) / 2))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scan_on_each_backend(kind, request, tmp_path):
+    """`scan` loads the backend from the library's model record and finds the planted W runs
+    exactly (the concept is the W vs non-W direction of that model's own states)."""
+    from esm_tcav.localize.scan import run_scan
+
+    files = request.getfixturevalue(f"{kind}_files")
+    m = _load(files, f"tiny_{kind}")
+    items = planted_proteins(9)
+    lib = make_library(tmp_path / "lib", m, [separating_cav(m, 1, [p for p, _ in items])])
+    fasta = write_fasta(tmp_path / "proteins.fasta", [p for p, _ in items])
+    summary = run_scan(
+        fasta,
+        lib,
+        tmp_path / "scan",
+        model_path=files["folder"],
+        registry_file=files["registry"],
+        progress=False,
+    )
+    assert summary["proteins"] == 9
+    found: dict[str, list[tuple[int, int]]] = {}
+    for row in _read_tsv(tmp_path / "scan" / "scan.tsv"):
+        found.setdefault(row[0], []).append((int(row[1]), int(row[2])))
+    for prot, runs in items:
+        assert found.get(prot.id, []) == runs, prot.id
