@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.errors import ConfigError, InputError, ModelMismatchError
@@ -23,30 +21,22 @@ from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_fasta
 from esm_tcav.models.loading import load_model
 
+from .backend_models import (
+    registry,
+    save_tiny_ankh,
+    save_tiny_bert,
+    save_tiny_esmc,
+    save_tiny_protbert,
+    save_tiny_prott5,
+)
 from .test_pipeline import _invoke, write_planted_run
 from .test_scan import _read_tsv, make_library, planted_proteins, write_fasta
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKV", "ACDEFGHIKLMNPQRSTVWYX", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"]
-TINY = {"hidden_size": 32, "num_layers": 3, "num_heads": 4}
 
 
 def proteins(seqs=SEQS) -> list[Protein]:
     return [Protein(f"p{i}", s) for i, s in enumerate(seqs)]
-
-
-def registry(folder: Path, name: str, backend: str, **extra) -> Path:
-    """A user registry YAML with one tiny entry of `backend` (as users add their checkpoints)."""
-    entry = {
-        "backend": backend,
-        **TINY,
-        "default_taps": [1, 2, 3],
-        "max_tokens": 1024,
-        "description": f"tiny random {backend} test model",
-        **extra,
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"models": {name: entry}}))
-    return path
 
 
 # ---------------------------------------------------------------- fixtures: real file formats
@@ -54,17 +44,33 @@ def registry(folder: Path, name: str, backend: str, **extra) -> Path:
 
 @pytest.fixture(scope="module")
 def esmc_files(tmp_path_factory):
-    """Tiny random ESM-C saved as EvolutionaryScale ships it: data/weights/esmc_*.pth."""
-    from esm_tcav.models.esmc import EsmcNet
-
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("esmc")
-    net = EsmcNet(32, 4, 3)
-    for p in net.parameters():  # LayerNorm weights of 1 and zero biases hide mistakes
-        p.data.normal_(0, 0.3 if p.ndim == 1 else 0.2)
-    (root / "model" / "data" / "weights").mkdir(parents=True)
-    torch.save(net.state_dict(), root / "model" / "data" / "weights" / "esmc_tiny_v0.pth")
-    return {"folder": root / "model", "registry": registry(root, "tiny_esmc", "esmc")}
+    return {
+        "folder": save_tiny_esmc(root / "model"),
+        "registry": registry(root, "tiny_esmc", "esmc"),
+    }
+
+
+@pytest.fixture(scope="module")
+def prott5_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prott5")
+    return {
+        "folder": save_tiny_prott5(root / "model"),
+        "registry": registry(root, "tiny_prott5", "t5"),
+    }
+
+
+@pytest.fixture(scope="module")
+def ankh_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ankh")
+    return {"folder": save_tiny_ankh(root / "model"), "registry": registry(root, "tiny_ankh", "t5")}
+
+
+@pytest.fixture(scope="module")
+def protbert_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protbert")
+    reg = registry(root, "tiny_protbert", "hf_encoder")
+    return {"folder": save_tiny_protbert(root / "model"), "registry": reg}
 
 
 # ---------------------------------------------------------------- the alphabet moved to the model
@@ -218,93 +224,6 @@ def test_esmc_registry_and_offline_rules(esmc_files):
 
 # ---------------------------------------------------------------- T5 (ProtT5, Ankh) and BERT
 
-PROTT5_LETTERS = "ALGVSREDTIPKFQNYMHWCXBOUZ"  # ProtT5's order after <pad> </s> <unk>
-PROTBERT_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO")
-
-
-def _tiny_t5(folder: Path, vocab_size: int, seed: int, **config) -> None:
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(seed)
-    cfg = T5Config(
-        vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=3,
-        num_heads=4,
-        relative_attention_num_buckets=32,
-        dropout_rate=0.0,
-        **config,
-    )
-    T5EncoderModel(cfg).save_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
-def prott5_files(tmp_path_factory):
-    """Tiny ProtT5: T5EncoderModel + a T5 (Unigram) tokenizer with ProtT5's vocabulary
-    (<pad> </s> <unk>, "▁A" ... "▁Z", 100 sentinels), both saved with save_pretrained."""
-    from transformers import T5Tokenizer
-
-    root = tmp_path_factory.mktemp("prott5")
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [(f"▁{c}", -1.0 - i / 100) for i, c in enumerate(PROTT5_LETTERS)]
-    tok = T5Tokenizer(vocab=vocab, extra_ids=100)
-    tok.save_pretrained(root / "model")
-    _tiny_t5(root / "model", len(tok), seed=2, feed_forward_proj="relu")
-    return {"folder": root / "model", "registry": registry(root, "tiny_prott5", "t5")}
-
-
-@pytest.fixture(scope="module")
-def ankh_files(tmp_path_factory):
-    """Tiny Ankh-like T5 (gated-GELU) with a character-level tokenizer (no "▁" marks)."""
-    from tokenizers import Tokenizer, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("ankh")
-    names = ["<pad>", "</s>", "<unk>", *"LAGVESIKRDTPNQFYMHCWXUBZO", "<mask>"]
-    core = Tokenizer(WordLevel({t: i for i, t in enumerate(names)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    tok.save_pretrained(root / "model")
-    _tiny_t5(root / "model", len(names), seed=3, feed_forward_proj="gated-gelu")
-    return {"folder": root / "model", "registry": registry(root, "tiny_ankh", "t5")}
-
-
-def _tiny_bert(folder: Path, seed: int) -> None:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=len(PROTBERT_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=1100,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
-def protbert_files(tmp_path_factory):
-    """Tiny ProtBERT: BertModel + BertTokenizer from ProtBERT's vocab.txt (save_pretrained)."""
-    from transformers import BertTokenizer
-
-    root = tmp_path_factory.mktemp("protbert")
-    (root / "vocab.txt").write_text("\n".join(PROTBERT_VOCAB) + "\n")
-    BertTokenizer(str(root / "vocab.txt"), do_lower_case=False).save_pretrained(root / "model")
-    _tiny_bert(root / "model", seed=4)
-    return {"folder": root / "model", "registry": registry(root, "tiny_protbert", "hf_encoder")}
-
 
 def _load(files: dict, name: str):
     return load_model(name, files["folder"], registry_file=files["registry"])
@@ -358,7 +277,7 @@ def test_protbert_states_equal_bert_model_on_its_own_tokens(protbert_files):
     assert engine.mode == "padded"
     ours = {p.id: s for p, s in engine.iter_residue_states(proteins())}
     tok = BertTokenizer.from_pretrained(protbert_files["folder"])
-    ref = BertModel.from_pretrained(protbert_files["folder"]).eval()
+    ref = BertModel.from_pretrained(protbert_files["folder"], add_pooling_layer=False).eval()
     for i, seq in enumerate(SEQS):
         ids = tok(" ".join(seq), return_tensors="pt")
         assert ids["input_ids"].shape[1] == len(seq) + 2
@@ -381,7 +300,7 @@ def test_bpe_tokenizer_is_refused_with_one_clear_message(tmp_path):
     PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", unk_token="<unk>"
     ).save_pretrained(folder)
-    _tiny_bert(folder, seed=5)
+    save_tiny_bert(folder, seed=5)
     reg = registry(tmp_path, "bpe_model", "hf_encoder")
     with pytest.raises(ModelMismatchError) as info:
         load_model("bpe_model", folder, registry_file=reg)

@@ -80,6 +80,16 @@ def infer_spec(config, where: str) -> ModelSpec:
     return matches[0]
 
 
+def _read_model(source, local: bool):
+    """The bare encoder; without the pooler where the class has one (BERT-like checkpoints
+    often lack its weights, which would be initialized at random: unused, but noisy)."""
+    kw = {"local_files_only": local, "dtype": torch.float32}
+    try:
+        return AutoModel.from_pretrained(source, add_pooling_layer=False, **kw)
+    except TypeError:  # the class takes no pooler switch
+        return AutoModel.from_pretrained(source, **kw)
+
+
 def load(
     spec: ModelSpec | None,
     path: Path | None = None,
@@ -136,7 +146,7 @@ def load(
             "the model's tokenizer files"
         ) from exc
     alphabet = residue_alphabet(tokenizer, spec.name, where)
-    model = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+    model = _read_model(source, local)
     digest = fingerprint(
         ["hf_encoder", config.model_type, spec.hidden_size, spec.num_layers, list(alphabet.vocab)],
         model.state_dict(),
