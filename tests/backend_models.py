@@ -33,6 +33,32 @@ def registry(folder: Path, name: str, backend: str, **extra) -> Path:
     return path
 
 
+#: per tiny model: its backend and registry extras (ProtT5 reads U, Z, O, B as X; Ankh does not)
+KINDS = {
+    "esmc": ("esmc", {}),
+    "prott5": ("t5", {"residue_aliases": {"U": "X", "Z": "X", "O": "X", "B": "X"}}),
+    "ankh": ("t5", {}),
+    "protbert": ("hf_encoder", {}),
+}
+
+
+def tiny_registry(folder: Path, kind: str) -> Path:
+    """The registry YAML of the tiny model `kind` (entry name `tiny_<kind>`)."""
+    backend, extra = KINDS[kind]
+    return registry(folder, f"tiny_{kind}", backend, **extra)
+
+
+def save_tiny(kind: str, folder: Path) -> Path:
+    """The tiny model `kind` saved in its real format under `folder`."""
+    save = {
+        "esmc": save_tiny_esmc,
+        "prott5": save_tiny_prott5,
+        "ankh": save_tiny_ankh,
+        "protbert": save_tiny_protbert,
+    }[kind]
+    return save(folder)
+
+
 def save_tiny_esmc(folder: Path, seed: int = 0) -> Path:
     """Tiny random ESM-C, saved as EvolutionaryScale ships it: data/weights/esmc_*.pth."""
     from esm_tcav.models.esmc import EsmcNet

@@ -1,9 +1,11 @@
 """The T5 encoder backend: ProtT5 (Rostlab) and Ankh (ElnaggarLab), via `T5EncoderModel`.
 
-Residues as these models were trained on: one word per residue (ProtT5 writes "M K T ..."), the
-rare residues U, Z, O and B read as X (ProtT5's preprocessing, `re.sub(r"[UZOB]", "X", seq)`),
-`</s>` after the last residue and no BOS, so residue 1 is token 0. The tokenizer in the model
-folder is checked on load to give exactly these ids (`hf_tokens.residue_alphabet`).
+Residues as these models were trained on: one word per residue (ProtT5 writes "M K T ...",
+Ankh passes `is_split_into_words=True`), `</s>` after the last residue and no BOS, so residue 1
+is token 0. Letters the registry entry aliases are read as another residue (ProtT5's entry: U, Z,
+O, B as X, its authors' preprocessing `re.sub(r"[UZOB]", "X", seq)`; Ankh reads them as they
+are). The tokenizer in the model folder is checked on load to give exactly these ids
+(`hf_tokens.residue_alphabet`).
 
 T5 has a relative position bias over the whole row, so proteins cannot share a row: batches are
 padded (length-sorted); `supports_packed` is False and the engine picks padded batches itself.
@@ -28,9 +30,6 @@ from esm_tcav.models.tokens import Alphabet
 from esm_tcav.models.weights import fingerprint, freeze
 
 log = logging.getLogger("esm_tcav.models.t5")
-
-#: ProtT5's preprocessing: the rare residues are read as X
-RARE_TO_X = {"U": "X", "Z": "X", "O": "X", "B": "X"}
 
 
 class T5Encoder(ProteinLM):
@@ -157,9 +156,8 @@ def load(
         raise ModelMismatchError(f"{where}: model_type is {config.model_type!r}, expected 't5'")
     spec = spec or infer_spec(config, where)
     validate(config, spec, where)
-    alphabet = residue_alphabet(
-        read_tokenizer(source, local, where), spec.name, where, aliases=RARE_TO_X
-    )
+    aliases = {str(k): str(v) for k, v in (spec.residue_aliases or {}).items()}
+    alphabet = residue_alphabet(read_tokenizer(source, local, where), spec.name, where, aliases)
     model = T5EncoderModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
     digest = fingerprint(
         ["t5", spec.hidden_size, spec.num_layers, list(alphabet.vocab)],
@@ -168,6 +166,12 @@ def load(
     )
     freeze(model, device, dtype)
     log.info(
-        "loaded %s from %s (fingerprint %s); U, Z, O, B are read as X", spec.name, where, digest
+        "loaded %s from %s (fingerprint %s)%s",
+        spec.name,
+        where,
+        digest,
+        "; read as: " + ", ".join(f"{k}->{v}" for k, v in sorted(aliases.items()))
+        if aliases
+        else "",
     )
     return T5Encoder(model, spec, alphabet, digest, where)
