@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +223,9 @@ def _engine_states(m, layers, prots, **kw) -> dict[str, dict[int, np.ndarray]]:
 
 
 @pytest.mark.parametrize("kind", ["prott5", "ankh"])
-def test_t5_states_equal_t5_encoder_model_on_the_models_own_tokens(kind, prott5_files, ankh_files):
+def test_t5_states_equal_t5_encoder_model_on_the_models_own_tokens(
+    kind, prott5_files, ankh_files, caplog
+):
     """The engine (padded, chosen automatically) gives the library's states for each residue,
     the library called as each model's authors do: ProtT5 spaced residues with U/Z/O/B replaced
     by X, Ankh residues as words (`is_split_into_words`), both ending with </s>."""
@@ -254,6 +257,10 @@ def test_t5_states_equal_t5_encoder_model_on_the_models_own_tokens(kind, prott5_
         assert np.abs(ours[f"p{i}"][1] - first).max() < 1e-5
     rare_as_x = m.alphabet.encode("MKUZOBVL") == m.alphabet.encode("MKXXXXVL")
     assert rare_as_x == (kind == "prott5")  # the registry entry says which model does it
+    with caplog.at_level(logging.INFO, logger="esm_tcav.models"):
+        m.check_sequence("MKUUZV", "protein 'r'")
+    said = "protein 'r': tiny_prott5 reads U (2) as X, Z (1) as X" in caplog.text
+    assert said == (kind == "prott5"), caplog.text
     with pytest.raises(ConfigError, match="no packed forward"):
         ForwardEngine(m, [1], mode="packed")
 
