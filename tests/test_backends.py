@@ -91,6 +91,39 @@ def test_esmc_loads_its_checkpoint_layout(esmc_files):
     assert again.fingerprint == m.fingerprint
 
 
+def test_esmc_safetensors_and_bad_files(esmc_files, tmp_path):
+    from safetensors.torch import save_file
+
+    reg = esmc_files["registry"]
+    m = load_model("tiny_esmc", esmc_files["folder"], registry_file=reg)
+    state = torch.load(next(esmc_files["folder"].rglob("*.pth")), weights_only=True)
+    save_file(state, tmp_path / "model.safetensors")
+    again = load_model("tiny_esmc", tmp_path / "model.safetensors", registry_file=reg)
+    assert again.fingerprint == m.fingerprint
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelMismatchError, match="cannot read as an ESM-C checkpoint"):
+        load_model("tiny_esmc", bad, registry_file=reg)
+    del state["transformer.blocks.1.ffn.1.weight"]
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(ModelMismatchError, match="does not fit ESM-C .missing"):
+        load_model("tiny_esmc", tmp_path / "cut.pth", registry_file=reg)
+
+
+@pytest.mark.parametrize("kind", ["esmc", "prott5"])
+def test_forward_from_any_layer_continues_the_forward(kind, esmc_files, prott5_files):
+    """TCAV differentiates the head from a middle layer on: forward_from(k, states at k) must
+    give the final states of the whole forward."""
+    m = _load(esmc_files if kind == "esmc" else prott5_files, f"tiny_{kind}")
+    tokens, mask = m.alphabet.batch(SEQS)
+    with torch.inference_mode():
+        states = m.forward(tokens, mask, [0, 1, 2, 3])
+        for k in (0, 1, 2, 3):
+            final = m.forward_from(k, states[k], mask)
+            real = mask.bool()
+            assert torch.allclose(final[real], states[3][real], atol=1e-5), k
+
+
 def test_esmc_packed_equals_padded_and_batching_changes_nothing(esmc_files):
     m = load_model("tiny_esmc", esmc_files["folder"], registry_file=esmc_files["registry"])
     packed = ForwardEngine(m, [0, 2, 3])
