@@ -30,9 +30,9 @@ from torch import nn
 from esm_tcav.errors import ConfigError, ModelMismatchError
 from esm_tcav.models.base import ProteinLM
 from esm_tcav.models.packed import attend_loop, attend_varlen, choose_attention, rotate_half
-from esm_tcav.models.registry import ModelSpec, load_registry
+from esm_tcav.models.registry import ModelSpec
 from esm_tcav.models.tokens import Alphabet
-from esm_tcav.models.weights import fingerprint, freeze
+from esm_tcav.models.weights import check_shape, fingerprint, freeze, spec_for_shape
 
 log = logging.getLogger("esm_tcav.models.esmc")
 
@@ -262,20 +262,6 @@ class PackedEsmc:
 # ---------------------------------------------------------------- loading
 
 
-def infer_spec(hidden_size: int, num_layers: int, where: str) -> ModelSpec:
-    matches = [
-        s
-        for s in load_registry().values()
-        if s.backend == "esmc" and (s.hidden_size, s.num_layers) == (hidden_size, num_layers)
-    ]
-    if len(matches) != 1:
-        raise ModelMismatchError(
-            f"{where}: no ESM-C registry entry has hidden size {hidden_size} and {num_layers} "
-            "layers; add one to a registry YAML (backend: esmc) and name it in model.name"
-        )
-    return matches[0]
-
-
 def checkpoint_file(path: Path) -> Path:
     """The weights file: the path itself, or the one `.pth`/`.safetensors` in a folder (the
     Hugging Face repo layout keeps it under data/weights/)."""
@@ -327,18 +313,13 @@ def build(
     """The network for a state dict, checked against its registry entry."""
     rows, d_model = state["embed.weight"].shape
     n_layers = sum(1 for k in state if k.endswith(".attn.out_proj.weight"))
-    spec = spec or infer_spec(d_model, n_layers, where)
+    spec = spec or spec_for_shape("esmc", d_model, n_layers, where)
     checks = [
         ("hidden size", d_model, spec.hidden_size),
         ("number of layers", n_layers, spec.num_layers),
         ("embedding rows", rows, EMBED_ROWS),
     ]
-    for what, actual, expected in checks:
-        if actual != expected:
-            raise ModelMismatchError(
-                f"{where}: {what} is {actual} but registry entry {spec.name!r} expects "
-                f"{expected}; point model.name at the matching entry or use the right checkpoint"
-            )
+    check_shape(checks, spec, where)
     if spec.num_heads <= 0 or d_model % spec.num_heads:
         raise ConfigError(
             f"registry entry {spec.name!r}: num_heads {spec.num_heads} must divide the hidden "

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from esm_tcav.errors import ConfigError, ModelMismatchError
+from esm_tcav.errors import ModelMismatchError
 from esm_tcav.models.base import ProteinLM
 from esm_tcav.models.hf_tokens import residue_alphabet
-from esm_tcav.models.registry import ModelSpec, load_registry
+from esm_tcav.models.registry import ModelSpec
 from esm_tcav.models.tokens import Alphabet
-from esm_tcav.models.weights import fingerprint, freeze
+from esm_tcav.models.weights import check_shape, fingerprint, freeze, hf_source, spec_for_shape
 
 log = logging.getLogger("esm_tcav.models.hf_encoder")
 
@@ -65,21 +65,6 @@ def shape_of(config) -> tuple[int | None, int | None, int | None]:
     )
 
 
-def infer_spec(config, where: str) -> ModelSpec:
-    hidden, layers, _ = shape_of(config)
-    matches = [
-        s
-        for s in load_registry().values()
-        if s.backend == "hf_encoder" and (s.hidden_size, s.num_layers) == (hidden, layers)
-    ]
-    if len(matches) != 1:
-        raise ModelMismatchError(
-            f"{where}: no hf_encoder registry entry has hidden size {hidden} and {layers} "
-            "layers; add one to a registry YAML (backend: hf_encoder) and name it in model.name"
-        )
-    return matches[0]
-
-
 def _read_model(source, local: bool):
     """The bare encoder; without the pooler where the class has one (BERT-like checkpoints
     often lack its weights, which would be initialized at random: unused, but noisy)."""
@@ -100,24 +85,7 @@ def load(
 ) -> HfEncoder:
     """The backend entry point: a Hugging Face folder with its tokenizer, or the registry's hub
     name when downloads are allowed."""
-    if path is not None:
-        source, local = Path(path).expanduser(), True
-        if not (source / "config.json").is_file():
-            raise ConfigError(
-                f"model.path {str(source)!r}: no config.json; point it at a Hugging Face model "
-                "folder (config.json, weights, tokenizer files)"
-            )
-    else:
-        hub = (spec.source or {}).get("hub") if spec else None
-        if hub is None:
-            raise ConfigError("model: give model.path (a model folder) or a registry name")
-        if not allow_download:
-            raise ConfigError(
-                f"model {spec.name!r} would be downloaded from the Hugging Face hub ({hub}), but "
-                "downloads are off; set model.path to the local model folder or set "
-                "model.allow_download: true"
-            )
-        source, local = hub, False
+    source, local = hf_source(spec, path, allow_download)
     where = str(source)
     config = AutoConfig.from_pretrained(source, local_files_only=local)
     if getattr(config, "is_encoder_decoder", False):
@@ -125,19 +93,14 @@ def load(
             f"{where}: an encoder-decoder model ({config.model_type}); use backend t5 for T5 "
             "models (ProtT5, Ankh)"
         )
-    spec = spec or infer_spec(config, where)
     hidden, layers, heads = shape_of(config)
+    spec = spec or spec_for_shape("hf_encoder", hidden, layers, where)
     checks = [
         ("hidden size", hidden, spec.hidden_size),
         ("number of layers", layers, spec.num_layers),
         ("number of attention heads", heads, spec.num_heads or heads),
     ]
-    for what, actual, expected in checks:
-        if actual != expected:
-            raise ModelMismatchError(
-                f"{where}: {what} is {actual} but registry entry {spec.name!r} expects "
-                f"{expected}; point model.name at the matching entry or use the right checkpoint"
-            )
+    check_shape(checks, spec, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     except Exception as exc:

@@ -22,12 +22,12 @@ import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from esm_tcav.errors import ConfigError, ModelMismatchError
+from esm_tcav.errors import ModelMismatchError
 from esm_tcav.models.base import ProteinLM
 from esm_tcav.models.hf_tokens import residue_alphabet
-from esm_tcav.models.registry import ModelSpec, load_registry
+from esm_tcav.models.registry import ModelSpec
 from esm_tcav.models.tokens import Alphabet
-from esm_tcav.models.weights import fingerprint, freeze
+from esm_tcav.models.weights import check_shape, fingerprint, freeze, hf_source, spec_for_shape
 
 log = logging.getLogger("esm_tcav.models.t5")
 
@@ -81,36 +81,6 @@ class T5Encoder(ProteinLM):
         return final
 
 
-def infer_spec(config: T5Config, where: str) -> ModelSpec:
-    matches = [
-        s
-        for s in load_registry().values()
-        if s.backend == "t5"
-        and (s.hidden_size, s.num_layers) == (config.d_model, config.num_layers)
-    ]
-    if len(matches) != 1:
-        raise ModelMismatchError(
-            f"{where}: no T5 registry entry has hidden size {config.d_model} and "
-            f"{config.num_layers} layers; add one to a registry YAML (backend: t5) and name it "
-            "in model.name"
-        )
-    return matches[0]
-
-
-def validate(config: T5Config, spec: ModelSpec, where: str) -> None:
-    checks = [
-        ("hidden size", config.d_model, spec.hidden_size),
-        ("number of layers", config.num_layers, spec.num_layers),
-        ("number of attention heads", config.num_heads, spec.num_heads or config.num_heads),
-    ]
-    for what, actual, expected in checks:
-        if actual != expected:
-            raise ModelMismatchError(
-                f"{where}: {what} is {actual} but registry entry {spec.name!r} expects "
-                f"{expected}; point model.name at the matching entry or use the right checkpoint"
-            )
-
-
 def read_tokenizer(source: str | Path, local: bool, where: str):
     try:
         return AutoTokenizer.from_pretrained(source, local_files_only=local)
@@ -132,30 +102,18 @@ def load(
 ) -> T5Encoder:
     """The backend entry point: a Hugging Face folder (config.json, weights, tokenizer), or the
     registry's hub name when downloads are allowed. Full T5 checkpoints load their encoder."""
-    if path is not None:
-        source, local = Path(path).expanduser(), True
-        if not (source / "config.json").is_file():
-            raise ConfigError(
-                f"model.path {str(source)!r}: no config.json; point it at the Hugging Face "
-                "folder of a T5 encoder (ProtT5, Ankh)"
-            )
-    else:
-        hub = (spec.source or {}).get("hub") if spec else None
-        if hub is None:
-            raise ConfigError("model: give model.path (a T5 model folder) or a registry name")
-        if not allow_download:
-            raise ConfigError(
-                f"model {spec.name!r} would be downloaded from the Hugging Face hub ({hub}), but "
-                "downloads are off; set model.path to the local model folder or set "
-                "model.allow_download: true"
-            )
-        source, local = hub, False
+    source, local = hf_source(spec, path, allow_download)
     where = str(source)
     config = T5Config.from_pretrained(source, local_files_only=local)
     if config.model_type != "t5":
         raise ModelMismatchError(f"{where}: model_type is {config.model_type!r}, expected 't5'")
-    spec = spec or infer_spec(config, where)
-    validate(config, spec, where)
+    spec = spec or spec_for_shape("t5", config.d_model, config.num_layers, where)
+    checks = [
+        ("hidden size", config.d_model, spec.hidden_size),
+        ("number of layers", config.num_layers, spec.num_layers),
+        ("number of attention heads", config.num_heads, spec.num_heads or config.num_heads),
+    ]
+    check_shape(checks, spec, where)
     aliases = {str(k): str(v) for k, v in (spec.residue_aliases or {}).items()}
     alphabet = residue_alphabet(read_tokenizer(source, local, where), spec.name, where, aliases)
     model = T5EncoderModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
