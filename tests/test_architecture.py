@@ -139,7 +139,12 @@ def test_only_model_backends_import_model_libraries(name):
     assert not offenders, f"{name} imported outside models/: {sorted(set(offenders))}"
 
 
-BACKEND_MODULES = {"esm_tcav.models.esm2"}
+BACKEND_MODULES = {
+    "esm_tcav.models.esm2",
+    "esm_tcav.models.esmc",
+    "esm_tcav.models.t5",
+    "esm_tcav.models.hf_encoder",
+}
 
 
 def test_only_backend_modules_know_a_model_family():

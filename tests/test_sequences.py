@@ -121,7 +121,7 @@ def test_normalize_keeps_clean_sequence_silently():
     ("raw", "needle"),
     [
         ("MK#V", "character '#' (position 3)"),
-        ("MKJ", "character 'J'"),
+        ("MK_V", "character '_' (position 3)"),
         ("MK*V", "character '*'"),
         ("MKV**", "character '*'"),
         ("1MK", "character '1'"),
@@ -130,6 +130,8 @@ def test_normalize_keeps_clean_sequence_silently():
     ],
 )
 def test_normalize_rejects(raw, needle):
+    """Only what is no letter at all is refused when reading; a letter a model has no token for
+    (J for ESM-2) is refused by that model at embed time (tests/test_backends.py)."""
     message = error_of(normalize_sequence, raw, "data/x.fasta:17: record 'P1'")
     assert message.startswith("data/x.fasta:17: record 'P1': ")
     assert needle in message
@@ -168,7 +170,7 @@ def test_read_fasta_multiline_uniprot_header_and_notes(tmp_path, caplog):
         (">P1\n>P2\nMKV\n", ":1: record 'P1': empty sequence"),
         (
             ">P1\nMKV\nMK#V\n",
-            ":3: record 'P1': character '#' is not in the ESM-2 alphabet; "
+            ":3: record 'P1': character '#' is not a residue letter; "
             "remove it or replace it with X",
         ),
         (">P1\nMK*V\n", ":1: record 'P1': character '*'"),

@@ -19,12 +19,13 @@ import numpy as np
 from esm_tcav.errors import InputError
 
 __all__ = [
-    "ESM2_ALPHABET",
+    "RESIDUE_LETTERS",
+    "NOT_A_RESIDUE",
     "STANDARD_AMINO_ACIDS",
     "NONSTANDARD_RESIDUES",
     "Span",
     "Protein",
-    "check_esm2_alphabet",
+    "check_residue_letters",
     "sequence_hash",
     "normalize_sequence",
     "spans_from_positions",
@@ -35,13 +36,17 @@ __all__ = [
 ]
 
 STANDARD_AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
-#: Residue letters ESM-2 has its own token for besides the 20 standard ones (kept as they are).
+#: Non-standard residue letters (unknown, Asx, selenocysteine, Glx, pyrrolysine): kept as they
+#: are when reading; each model backend decides what it does with them (`check_sequence`).
 NONSTANDARD_RESIDUES = frozenset("XBUZO")
-ESM2_ALPHABET = STANDARD_AMINO_ACIDS | NONSTANDARD_RESIDUES
+#: Any uppercase letter is a residue as far as reading goes: which letters a model has a token
+#: for is the backend's rule (ESM-2 refuses J, ProtT5 maps U/Z/O/B to X), checked at embed time.
+RESIDUE_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+NOT_A_RESIDUE = "is not a residue letter"
 GAPS = frozenset("-.")
 # Characters a raw sequence line may hold before normalization (checked line by line so that an
 # error can name the line of the offending character).
-_RAW_OK = ESM2_ALPHABET | {c.lower() for c in ESM2_ALPHABET} | GAPS | {"*"} | set(" \t\r\n\f\v")
+_RAW_OK = RESIDUE_LETTERS | {c.lower() for c in RESIDUE_LETTERS} | GAPS | {"*"} | set(" \t\r\n\f\v")
 
 FIX_BAD_CHAR = "remove it or replace it with X"
 
@@ -111,7 +116,7 @@ class Protein:
             raise InputError("a protein has an empty ID; give every record an ID")
         if not self.sequence:
             raise InputError(f"record {self.id!r}: empty sequence; add the residues or drop it")
-        check_esm2_alphabet(self.id, self.sequence)
+        check_residue_letters(self.id, self.sequence)
         for span in self.spans:
             if not isinstance(span, Span):
                 raise InputError(f"record {self.id!r}: span {span!r} is not a Span")
@@ -152,12 +157,15 @@ class Protein:
         return mask
 
 
-def check_esm2_alphabet(pid: str, sequence: str) -> None:
-    """Refuse a cleaned sequence with a letter ESM-2 has no token for (a model-side rule)."""
-    bad = set(sequence) - ESM2_ALPHABET
+def check_residue_letters(pid: str, sequence: str) -> None:
+    """Refuse a cleaned sequence holding anything but uppercase letters (digits, symbols, gaps).
+
+    Which letters a model reads is the model's rule (`ProteinLM.check_sequence`, at embed time).
+    """
+    bad = set(sequence) - RESIDUE_LETTERS
     if bad:
         raise InputError(
-            f"record {pid!r}: character {sorted(bad)[0]!r} is not in the ESM-2 alphabet; "
+            f"record {pid!r}: character {sorted(bad)[0]!r} {NOT_A_RESIDUE}; "
             "clean the sequence with normalize_sequence first"
         )
 
@@ -197,19 +205,18 @@ def first_bad_char(text: str) -> str | None:
 
 
 def normalize_sequence(seq: str, where: str = "sequence") -> tuple[str, list[str]]:
-    """Clean a sequence the way ESM-2's alphabet allows and say what changed.
+    """Clean a sequence and say what changed (model-neutral: the model checks its alphabet).
 
     Uppercases, removes whitespace, one trailing stop ``*`` and alignment gaps (``-``, ``.``).
-    X, B, U, Z and O are ESM-2 tokens and are kept. Any other character raises ``InputError``
-    (``where`` names the file, line and record in the message). Returns the cleaned sequence and
-    one human-readable note per kind of change, each starting with ``where``.
+    Letters are kept (X, B, U, Z and O too: the backend decides what they become). Any other
+    character raises ``InputError`` (``where`` names the file, line and record in the message).
+    Returns the cleaned sequence and one note per kind of change, each starting with ``where``.
     """
     notes: list[str] = []
     for pos, char in enumerate(seq, start=1):
         if char not in _RAW_OK:
             raise InputError(
-                f"{where}: character {char!r} (position {pos}) is not in the ESM-2 alphabet; "
-                f"{FIX_BAD_CHAR}"
+                f"{where}: character {char!r} (position {pos}) {NOT_A_RESIDUE}; {FIX_BAD_CHAR}"
             )
     text = seq.strip()
     n_space = sum(1 for c in text if c.isspace())
@@ -222,7 +229,7 @@ def normalize_sequence(seq: str, where: str = "sequence") -> tuple[str, list[str
     if "*" in text:
         pos = seq.index("*") + 1
         raise InputError(
-            f"{where}: character '*' (position {pos}) is not in the ESM-2 alphabet (only one "
+            f"{where}: character '*' (position {pos}) {NOT_A_RESIDUE} (only one "
             f"trailing stop is removed); {FIX_BAD_CHAR}"
         )
     n_lower = sum(1 for c in text if c.islower())
@@ -238,7 +245,7 @@ def normalize_sequence(seq: str, where: str = "sequence") -> tuple[str, list[str
     nonstandard = {c: text.count(c) for c in sorted(NONSTANDARD_RESIDUES) if c in text}
     if nonstandard:
         counts = ", ".join(f"{c}: {n}" for c, n in nonstandard.items())
-        notes.append(f"{where}: kept non-standard residues as ESM-2 tokens ({counts})")
+        notes.append(f"{where}: kept non-standard residues ({counts})")
     return text, notes
 
 

@@ -27,6 +27,7 @@ from esm_tcav.errors import InputError
 from esm_tcav.io.proteins import (
     FIX_BAD_CHAR,
     GAPS,
+    NOT_A_RESIDUE,
     Protein,
     Span,
     claim_id,
@@ -207,8 +208,8 @@ def _fasta_id(header: str) -> str:
 def fasta_records(path: str | Path, check: bool = True) -> Iterator[tuple[str, int, str]]:
     """(ID, header line number, raw sequence) per record, one record in memory at a time.
 
-    Structural errors always fail. ``check`` also refuses duplicate IDs and characters outside
-    ESM-2's alphabet (naming their own line); a second pass over a checked file skips them.
+    Structural errors always fail. ``check`` also refuses duplicate IDs and characters that are
+    not residue letters (naming their own line); a second pass over a checked file skips them.
     """
     seen: dict[str, int] = {}
     current: tuple[str, int] | None = None
@@ -246,7 +247,7 @@ def fasta_records(path: str | Path, check: bool = True) -> Iterator[tuple[str, i
                 path,
                 number,
                 current[0],
-                f"character {bad!r} is not in the ESM-2 alphabet",
+                f"character {bad!r} {NOT_A_RESIDUE}",
                 FIX_BAD_CHAR,
             )
         parts.append(line)
@@ -399,7 +400,7 @@ def read_jsonl(path: str | Path) -> list[Protein]:
             fail(path, number, pid, "empty sequence", "add the sequence or remove the record")
         bad = first_bad_char(raw_seq)
         if bad is not None:
-            fail(path, number, pid, f"character {bad!r} is not in the ESM-2 alphabet", FIX_BAD_CHAR)
+            fail(path, number, pid, f"character {bad!r} {NOT_A_RESIDUE}", FIX_BAD_CHAR)
         sequence = _clean(raw_seq, where, has_coordinates=bool(anns))
         spans = []
         for index, ann in enumerate(anns, start=1):
@@ -651,7 +652,7 @@ def read_tmbed(path: str | Path) -> list[Protein]:
         lab_no, labels = content[i + 2]
         bad = first_bad_char(raw_seq)
         if bad is not None:
-            fail(path, seq_no, pid, f"character {bad!r} is not in the ESM-2 alphabet", FIX_BAD_CHAR)
+            fail(path, seq_no, pid, f"character {bad!r} {NOT_A_RESIDUE}", FIX_BAD_CHAR)
         bad_labels = sorted(set(labels) - _TMBED_LABELS)
         if bad_labels:
             fail(
@@ -809,7 +810,7 @@ def read_uniprot_dat(path: str | Path, features: set[str] | None = None) -> list
                     path,
                     number,
                     entry["ac"] or None,
-                    f"character {bad!r} is not in the ESM-2 alphabet",
+                    f"character {bad!r} {NOT_A_RESIDUE}",
                     FIX_BAD_CHAR,
                 )
             entry["seq"].append("".join(line.split()))  # blocks of 10 are layout, not a change

@@ -10,6 +10,7 @@ states (after any final norm). Tensors are [B, T, H] for padded batches, [N, H] 
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,8 @@ PackedForward = Callable[
 ]
 
 HEAD_KINDS = ("sequence_classification", "masked_lm")
+
+log = logging.getLogger("esm_tcav.models")
 
 
 class ProteinLM(ABC):
@@ -88,17 +91,22 @@ class ProteinLM(ABC):
 
     @property
     def residues(self) -> frozenset[str]:
-        """Residue letters the model has a token for."""
-        return frozenset(t for t in self.alphabet.vocab if len(t) == 1 and t.isalpha())
+        """Residue letters the model has a token for (or reads as another token's)."""
+        own = {t for t in self.alphabet.vocab if len(t) == 1 and t.isalpha()}
+        return frozenset(own | {letter for letter, _ in self.alphabet.aliases})
 
     def check_sequence(self, seq: str, where: str) -> None:
-        """A clear error for a residue the model has no token for (rather than a silent <unk>)."""
+        """A clear error for a residue the model has no token for (rather than a silent <unk>);
+        a residue read as another (an alphabet alias, e.g. ProtT5's U as X) is logged."""
         bad = set(seq) - self.residues
         if bad:
             raise InputError(
                 f"{where}: character {sorted(bad)[0]!r} is not in the {self.alphabet.name} "
                 "alphabet; clean the sequence or use a model that reads it"
             )
+        read_as = [f"{a} ({seq.count(a)}) as {b}" for a, b in self.alphabet.aliases if a in seq]
+        if read_as:
+            log.info("%s: %s reads %s", where, self.name, ", ".join(read_as))
 
     # ------------------------------------------------------------------ forward passes
     @abstractmethod

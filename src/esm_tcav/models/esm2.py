@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
-import json
 import logging
 import pickle
 import re
@@ -26,8 +24,10 @@ from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification
 
 from esm_tcav.errors import ConfigError, ModelMismatchError
 from esm_tcav.models.base import ProteinLM
+from esm_tcav.models.packed import attend_loop, attend_varlen, choose_attention, rotate_half
 from esm_tcav.models.registry import ModelSpec, load_registry
 from esm_tcav.models.tokens import Alphabet
+from esm_tcav.models.weights import fingerprint, freeze
 
 log = logging.getLogger("esm_tcav.models.esm2")
 
@@ -134,17 +134,11 @@ class Esm2(ProteinLM):
 
 def _fingerprint(spec: ModelSpec, model: nn.Module, vocab: tuple[str, ...]) -> str:
     """Identifies the weights cheaply: shapes of every tensor plus a few full tensors."""
-    h = hashlib.sha256()
-    h.update(json.dumps([spec.hidden_size, spec.num_layers, list(vocab)]).encode())
-    state = model.state_dict()
-    for name in sorted(state):
-        h.update(f"{name}:{tuple(state[name].shape)}".encode())
-    for name in sorted(state):
-        if name.endswith(
-            ("word_embeddings.weight", "emb_layer_norm_after.weight", "output.dense.bias")
-        ):
-            h.update(state[name].detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return fingerprint(
+        [spec.hidden_size, spec.num_layers, list(vocab)],
+        model.state_dict(),
+        ("word_embeddings.weight", "emb_layer_norm_after.weight", "output.dense.bias"),
+    )
 
 
 def validate(config: EsmConfig, vocab: tuple[str, ...], spec: ModelSpec, where: str) -> None:
@@ -198,11 +192,9 @@ def _finish(
     validate(config, vocab, spec, where)
     # fingerprint the weights as stored, before any cast: a bfloat16 load on a GPU must match
     # the CAVs trained from a float32 load of the same checkpoint
-    fingerprint = _fingerprint(spec, model, vocab)
-    model.eval().to(device=device, dtype=dtype)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    loaded = Esm2(model, spec, vocab, fingerprint, where)
+    digest = _fingerprint(spec, model, vocab)
+    freeze(model, device, dtype)
+    loaded = Esm2(model, spec, vocab, digest, where)
     log.info(
         "loaded %s from %s (fingerprint %s, head: %s)",
         spec.name,
@@ -454,42 +446,6 @@ def load(
 # path on the CPU (t6, 2 cores: about 30% faster than padded batches).
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def varlen_available(device: torch.device) -> bool:
-    """True where PyTorch ships variable-length flash attention (CUDA builds only)."""
-    if device.type != "cuda":
-        return False
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _attend_loop(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_host: list[int]
-) -> torch.Tensor:
-    """Attention within each protein of a packed row: one SDPA call per protein (any device)."""
-    out = torch.empty_like(q)
-    for a, b in zip(cu_host[:-1], cu_host[1:], strict=True):
-        qs, ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-        out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, scale=1.0)[0].transpose(0, 1)
-    return out
-
-
-def _attend_varlen(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int
-) -> torch.Tensor:
-    """Variable-length flash attention over the packed row (CUDA; q is pre-scaled)."""
-    from torch.nn.attention.varlen import varlen_attn
-
-    return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
-
-
 def esm_layer(
     x: torch.Tensor,
     w: tuple[torch.Tensor, ...],
@@ -514,10 +470,10 @@ def esm_layer(
     h = F.layer_norm(x, (hidden,), ln1_w, ln1_b, eps)
     q, k, v = F.linear(h, qkv_w, qkv_b).view(n, 3, heads, head_dim).unbind(1)
     q = q * head_dim**-0.5
-    q = ((q.float() * cos) + (_rotate_half(q.float()) * sin)).to(dtype)
-    k = ((k.float() * cos) + (_rotate_half(k.float()) * sin)).to(dtype)
+    q = ((q.float() * cos) + (rotate_half(q.float()) * sin)).to(dtype)
+    k = ((k.float() * cos) + (rotate_half(k.float()) * sin)).to(dtype)
     v = v.contiguous()
-    a = _attend_varlen(q, k, v, cu, max_len) if cu_host is None else _attend_loop(q, k, v, cu_host)
+    a = attend_varlen(q, k, v, cu, max_len) if cu_host is None else attend_loop(q, k, v, cu_host)
     x = F.linear(a.reshape(n, hidden), out_w, out_b) + x
     h = F.layer_norm(x, (hidden,), ln2_w, ln2_b, eps)
     return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b) + x
@@ -571,16 +527,7 @@ class PackedEncoder:
                     )
                 )
             )
-        device = loaded.device
-        if attention == "auto":
-            attention = (
-                "varlen"
-                if varlen_available(device) and loaded.dtype in (torch.bfloat16, torch.float16)
-                else "loop"
-            )
-        if attention not in ("varlen", "loop"):
-            raise ConfigError(f"attention {attention!r} unknown; use auto, varlen or loop")
-        self.attention = attention
+        self.attention = attention = choose_attention(attention, loaded.device, loaded.dtype)
         self.layer_fn = esm_layer
         if compile:
             if attention != "varlen":

@@ -30,6 +30,8 @@ class ModelSpec:
     license: str = ""
     params: str = ""
     vocab: tuple[str, ...] = ()
+    #: letters the model reads as another residue's token (ProtT5: {U: X, Z: X, O: X, B: X})
+    residue_aliases: dict = field(default_factory=dict)
 
     @property
     def max_residues(self) -> int:

@@ -39,6 +39,8 @@ class Alphabet:
     prepend_bos: bool = True
     append_eos: bool = True
     name: str = "model"  # in error messages: "... the <name> alphabet"
+    #: (letter, token) pairs read as another token, e.g. ProtT5's rare residues U/Z/O/B -> X
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -78,6 +80,8 @@ class Alphabet:
         for tok, i in self.index.items():
             if len(tok) == 1 and ord(tok) < 256:
                 lut[ord(tok)] = i
+        for letter, tok in self.aliases:
+            lut[ord(letter)] = self.index[tok]
         return lut
 
     @property
