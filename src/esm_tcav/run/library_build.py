@@ -333,6 +333,50 @@ def recompute_q(root: Path) -> None:
     write_table(root)
 
 
+@dataclasses.dataclass
+class ConceptJob:
+    """One concept to train into a library: its run-config data section and its own sections.
+
+    Library YAML concepts and concepts read from annotation files (`run.annotations`) both become
+    jobs, so they train the same way.
+    """
+
+    name: str
+    data: dict
+    sections: dict = dataclasses.field(default_factory=dict)  # embed/train/.../detect overrides
+    provenance: dict = dataclasses.field(default_factory=dict)
+    counts: dict | None = None
+    hmm: HmmCheck | None = None
+
+
+def _spec_job(c: ConceptSpec, base: Path, work: Path, seed: int) -> ConceptJob:
+    counts = None
+    if c.data is not None:
+        data = {**c.data, "concept": c.name}
+    else:
+        data, counts = _derive_data(c, base, work / c.name / "data", seed)
+    extra = dict(c.provenance)
+    if c.tmbed is not None:
+        extra.setdefault(
+            "split",
+            f"TMbed label {c.tmbed.label}: positives = proteins "
+            f"carrying it; train {c.tmbed.train}, test {c.tmbed.test}",
+        )
+    if c.pdna is not None:
+        extra.setdefault(
+            "split",
+            f"train {c.pdna.train_sequences}, test "
+            f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
+            f"by protein (test fraction {c.pdna.negatives_test_fraction})",
+        )
+    sections = {
+        k: getattr(c, k)
+        for k in ("embed", "train", "evaluate", "thresholds", "detect")
+        if getattr(c, k)
+    }
+    return ConceptJob(c.name, data, sections, extra, counts, c.hmm_check)
+
+
 def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict:
     """`esm-tcav library build`: train, evaluate and store every concept of a library config.
 
@@ -340,8 +384,6 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
     protein used by two concepts is embedded once; an unchanged concept reuses its trained
     version (train's inputs hash) but is still written as a new library version.
     """
-    import time
-
     config_path = Path(config_path)
     spec = load_library_config(config_path)
     base = config_path.parent.resolve()
@@ -349,53 +391,51 @@ def build_library(config_path: str | Path, out: str | Path, loaded=None) -> dict
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
+    jobs = [_spec_job(c, base, work, spec.seed) for c in spec.concepts]
+    return train_jobs(
+        jobs, out, spec.model, spec.defaults, spec.seed, base, str(config_path), loaded
+    )
+
+
+def train_jobs(
+    jobs: list[ConceptJob],
+    out: Path,
+    model: dict,
+    defaults: dict,
+    seed: int,
+    base: Path,
+    origin: str,
+    loaded=None,
+) -> dict:
+    """Train every job into the library at `out` (one model, one embedding store), then q."""
+    import time
+
+    out = Path(out).resolve()
+    work = out / "work"
     results = {}
-    for c in spec.concepts:
+    for job in jobs:
         t0 = time.perf_counter()
-        folder = work / c.name
-        counts = None
-        if c.data is not None:
-            data = {**c.data, "concept": c.name}
-        else:
-            data, counts = _derive_data(c, base, folder / "data", spec.seed)
+        folder = work / job.name
         doc = _merge(
-            spec.defaults,
+            defaults,
             {
-                "output_dir": str((folder).resolve()),
-                "seed": spec.seed,
-                "model": spec.model,
-                "data": data,
-                **{
-                    k: getattr(c, k)
-                    for k in ("embed", "train", "evaluate", "thresholds", "detect")
-                    if getattr(c, k)
-                },
+                "output_dir": str(folder.resolve()),
+                "seed": seed,
+                "model": model,
+                "data": job.data,
+                **job.sections,
             },
         )
         doc["detect"] = {**doc.get("detect", {}), "layer": "best"}
         doc["steps"] = list(STEPS[: STEPS.index("detect") + 1])  # no tcav, no report
-        cfg = config_from_dict(doc, f"{config_path}: concept {c.name}", base)
+        cfg = config_from_dict(doc, f"{origin}: concept {job.name}", base)
         ctx = _shared_context(cfg, loaded, work / "embeddings")
         loaded = ctx.loaded
-        log.info("library: concept %s (%s)", c.name, cfg.out)
-        concept, metrics = train_concept(ctx, c.hmm_check, base)
-        extra = dict(c.provenance)
-        if c.tmbed is not None:
-            extra.setdefault(
-                "split",
-                f"TMbed label {c.tmbed.label}: positives = proteins "
-                f"carrying it; train {c.tmbed.train}, test {c.tmbed.test}",
-            )
-        if c.pdna is not None:
-            extra.setdefault(
-                "split",
-                f"train {c.pdna.train_sequences}, test "
-                f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
-                f"by protein (test fraction {c.pdna.negatives_test_fraction})",
-            )
-        concept.provenance = _provenance(cfg, extra, counts)
+        log.info("library: concept %s (%s)", job.name, cfg.out)
+        concept, metrics = train_concept(ctx, job.hmm, base)
+        concept.provenance = _provenance(cfg, dict(job.provenance), job.counts)
         add_to_library(out, _model_record(loaded, cfg), concept)
-        results[c.name] = round(time.perf_counter() - t0, 1)
+        results[job.name] = round(time.perf_counter() - t0, 1)
     recompute_q(out)
     doc = read_index(out)
     return {
