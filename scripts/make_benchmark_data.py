@@ -150,7 +150,8 @@ From github.com/J-SNACKKB/FLIP (Academic Free License 3.0, `LICENSE.flip.AFL-3.0
 three files, in source order. Chains of length <= {flip_max} with `VALIDATION=False`; per
 `SET=train`/`SET=test` (their split) every chain without any helix (train
 {flip[train][without_helix]}, test {flip[test][without_helix]}: negatives of the helix concept)
-plus a seeded sample of {flip_train} / {flip_test} chains with helix (pools {flip[train][pool]} / {flip[test][pool]}).
+plus a seeded sample of {flip_train} / {flip_test} chains with helix (pools {flip[train][pool]} /
+{flip[test][pool]}).
 Labels: 3-state H/E/C; residues with mask 0 (unresolved) are read as outside every span.
 """
 

@@ -196,8 +196,7 @@ def test_library_from_one_interproscan_tsv(tmp_path, tiny_hf_folder, tiny_regist
                 },
                 "defaults": {
                     "embed": {"residue_dtype": "float32"},
-                    "train": {"n_random": 9, "pca_components": 16, "folds": 3,
-                              "residue_cap": 1500},
+                    "train": {"n_random": 9, "pca_components": 16, "folds": 3, "residue_cap": 1500},
                     "evaluate": {"bootstrap": 20},
                     "detect": {"heatmaps_top": 0, "heatmaps_random": 0},
                 },
