@@ -225,3 +225,13 @@ def test_library_from_one_interproscan_tsv(tmp_path, tiny_hf_folder, tiny_regist
     assert protein_level["metrics"]["granularity"] == "protein"
     report = (out / "report.md").read_text()
     assert "PF12833" in report
+    # the library as a map: cosine between concept directions per layer, clustered
+    sim = json.loads((out / "similarity.json").read_text())
+    assert set(sim["layers"]) == {"1", "2", "3"} and set(sim["order"]) == set(lib.names)
+    for layer in sim["layers"].values():
+        cos = np.array(layer["cosine"])
+        assert cos.shape == (len(lib.names),) * 2
+        assert np.allclose(np.diag(cos), 1.0, atol=1e-3) and np.allclose(cos, cos.T)
+        assert (np.abs(cos) <= 1.0 + 1e-6).all()
+    assert (out / "similarity.png").stat().st_size > 1000
+    assert "## Similarity map" in report and "most similar pairs" in report

@@ -331,6 +331,9 @@ def recompute_q(root: Path) -> None:
             m["significant"] = is_significant(q, m.get("alpha", 0.05))
     atomic_write_json(root / INDEX, doc)
     write_table(root)
+    from esm_tcav.report.similarity import similarity_map
+
+    similarity_map(root)  # the library as a map: report.md gets the clustered heatmap
 
 
 @dataclasses.dataclass
