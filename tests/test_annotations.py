@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from esm_tcav.cli import app
 from esm_tcav.concepts.library import INDEX, load_library
+from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ConfigError, InputError
 from esm_tcav.io.annotations import (
     read_binding_residues,
@@ -25,6 +26,7 @@ from esm_tcav.io.annotations import (
 )
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_fasta
+from esm_tcav.localize.scan import run_scan
 from esm_tcav.run.annotations import concepts_from_proteins, read_annotated
 from esm_tcav.run.sampling import group_split, kmer_clusters, length_matched
 
@@ -235,3 +237,20 @@ def test_library_from_one_interproscan_tsv(tmp_path, tiny_hf_folder, tiny_regist
         assert (np.abs(cos) <= 1.0 + 1e-6).all()
     assert (out / "similarity.png").stat().st_size > 1000
     assert "## Similarity map" in report and "most similar pairs" in report
+    # scan ranks proteins by the protein-level concept: its protein_score is the CAV applied
+    # to the mean-pooled protein (here checked against the library's stored mean states)
+    run_scan(DATA / "ips_slice.faa", out, tmp_path / "scan", progress=False)
+    lines = (tmp_path / "scan" / "proteins.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    assert "PF00440_protein:protein_score" in head and "PF00440:protein_score" not in head
+    col = head.index("PF00440_protein:protein_score")
+    got = {r.split("\t")[0]: float(r.split("\t")[col]) for r in lines[1:]}
+    concept = lib.concept("PF00440_protein")
+    store = EmbeddingStore(out / "work" / "embeddings", doc["model"]["fingerprint"], "float32")
+    checked = 0
+    for p in read_fasta(DATA / "ips_slice.faa"):
+        if store.has(p.seq_hash, concept.layer):
+            want = float(store.mean(p.seq_hash, concept.layer) @ concept.cav.direction)
+            assert got[p.id] == pytest.approx(want + concept.cav.bias, abs=2e-3)
+            checked += 1
+    assert checked >= 10

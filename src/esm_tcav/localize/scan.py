@@ -20,7 +20,8 @@ Proteome scale:
 
 Outputs (1-based inclusive coordinates): `scan.gff3` (every concept's spans), `scan.tsv` (the
 same spans as a table, the columns of `detect`'s spans.tsv), `proteins.tsv` (per protein and
-concept: spans and maximum smoothed score), `summary.json`.
+concept: spans and maximum smoothed score; for protein-level concepts also `protein_score`, the
+CAV on the mean-pooled protein, by which proteins are ranked), `summary.json`.
 """
 
 from __future__ import annotations
@@ -115,8 +116,17 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         gff.extend(gff3_lines(*args, "one-pass", header=False))
         tsv.extend(span_tsv_lines(*args, header=False))
         cells += [len(spans), float(s.max())]
+        if is_protein_level(c):
+            # mean of the residue scores = the CAV on the mean-pooled protein (linear): the
+            # protein's score for a protein-level concept; sort proteins.tsv by it to rank
+            cells.append(float(np.mean(scores[:, k], dtype=np.float64)))
         counts.append((len(spans), sum(sp.length for sp in spans)))
     return "".join(gff), "".join(tsv), tsv_line(cells), counts
+
+
+def is_protein_level(concept) -> bool:
+    """A concept trained on mean-pooled proteins ("carries a signal peptide")."""
+    return (concept.metrics or {}).get("granularity") == "protein"
 
 
 def _headers(lib: Library) -> dict[str, str]:
@@ -127,7 +137,12 @@ def _headers(lib: Library) -> dict[str, str]:
     )
     prot = tsv_line(
         ["protein_id", "length"]
-        + [f"{c.name}:{what}" for c in lib.concepts for what in ("spans", "max_score")]
+        + [
+            f"{c.name}:{what}"
+            for c in lib.concepts
+            for what in ("spans", "max_score", "protein_score")
+            if what != "protein_score" or is_protein_level(c)
+        ]
     )
     return {"scan.gff3": gff, "scan.tsv": SPANS_TSV_HEADER, "proteins.tsv": prot}
 
