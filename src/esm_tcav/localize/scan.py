@@ -126,7 +126,7 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
 
 def is_protein_level(concept) -> bool:
     """A concept trained on mean-pooled proteins ("carries a signal peptide")."""
-    return (concept.metrics or {}).get("granularity") == "protein"
+    return (getattr(concept, "metrics", None) or {}).get("granularity") == "protein"
 
 
 def _headers(lib: Library) -> dict[str, str]:
