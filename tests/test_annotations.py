@@ -254,3 +254,48 @@ def test_library_from_one_interproscan_tsv(tmp_path, tiny_hf_folder, tiny_regist
             assert got[p.id] == pytest.approx(want + concept.cav.bias, abs=2e-3)
             checked += 1
     assert checked >= 10
+
+
+# ---------------------------------------------------------------------- run config: background
+
+
+def test_run_config_with_positives_only_draws_background_negatives(tmp_path):
+    from esm_tcav.config import config_from_dict
+    from esm_tcav.run.dataset import load_dataset
+
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo" / "zinc_fingers.jsonl"
+    pos_file = tmp_path / "pos.jsonl"
+    pos_file.write_text("".join(demo.read_text().splitlines(keepends=True)[:6]))
+    positives = [json.loads(x) for x in pos_file.read_text().splitlines()]
+    bg = tmp_path / "bg.fasta"
+    rng = np.random.default_rng(0)
+    bg.write_text(  # the positives themselves (under other IDs) + 30 random proteins
+        "".join(f">copy{i}\n{r['sequence']}\n" for i, r in enumerate(positives))
+        + "".join(
+            f">R{i}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), int(n)))}\n"
+            for i, n in enumerate(rng.integers(150, 900, 30))
+        )
+    )
+    doc = {
+        "seed": 3,
+        "data": {
+            "concept": "C2H2",
+            "positives": str(pos_file),
+            "background": str(bg),
+            "negatives_per_positive": 2.0,
+            "test_fraction": 0.34,
+            "split": "cluster",
+        },
+    }
+    with pytest.raises(ConfigError, match="exactly one of negatives"):
+        config_from_dict({**doc, "data": {**doc["data"], "negatives": "x.fasta"}}, "cfg")
+    ds = load_dataset(config_from_dict(doc, "cfg"))
+    pos_seqs = {p.sequence for p in ds.positives}
+    assert len(ds.negatives) == 12
+    assert not pos_seqs & {p.sequence for p in ds.negatives}  # never a positive, even renamed
+    mean_pos = np.mean([len(p.sequence) for p in ds.positives])
+    mean_neg = np.mean([len(p.sequence) for p in ds.negatives])
+    assert abs(mean_pos - mean_neg) < 0.2 * mean_pos  # length-matched
+    pos_ids = {p.id for p in ds.positives}
+    assert ds.test_ids & pos_ids and ds.test_ids - pos_ids
+    assert load_dataset(config_from_dict(doc, "cfg")).test_ids == ds.test_ids  # seeded

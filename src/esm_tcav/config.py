@@ -56,12 +56,23 @@ class DataSection(_Section):
     positives_format: InputFormat = "auto"
     spans_file: str | None = None  # accession [TAB start TAB end] lines for the positives
     span_names: list[str] | None = None  # which named spans are the concept (None: all)
-    negatives: str
+    negatives: str | None = None  # or `background`: negatives drawn from a population
     negatives_format: InputFormat = "auto"
+    # a background population (FASTA): length-matched negatives drawn from it, never a positive
+    background: str | None = None
+    negatives_per_positive: float = Field(1.0, gt=0)
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # random by protein, or by k-mer similarity cluster (near duplicates on one side)
+    split: Literal["random", "cluster"] = "random"
     # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)
     test_positives: str | None = None
     test_negatives: str | None = None
+
+    @model_validator(mode="after")
+    def _negatives(self) -> DataSection:
+        if (self.negatives is None) == (self.background is None):
+            raise ValueError("give exactly one of negatives (a file) or background (a population)")
+        return self
 
 
 class TrainSection(_Section):
