@@ -320,7 +320,14 @@ def table(out: Path, done: dict[str, dict]) -> tuple[list[list[str]], str]:
     return rows, summary
 
 
-def run(out: Path, size: str, seed: int, only: list[str] | None, settings: dict | None) -> str:
+def run(
+    out: Path,
+    size: str,
+    seed: int,
+    only: list[str] | None,
+    settings: dict | None,
+    train: bool = True,
+) -> str:
     check_manifest()
     t_all = time.perf_counter()
     settings = settings or {"model": MODEL, "defaults": DEFAULTS}
@@ -342,6 +349,9 @@ def run(out: Path, size: str, seed: int, only: list[str] | None, settings: dict 
                 done[job.name] = row
                 print(f"{job.name}: done before ({row['seconds']} s), skipped", flush=True)
                 continue
+        if not train:
+            print(f"{job.name}: not trained yet, left out (--table-only)", flush=True)
+            continue
         t0, c0 = time.perf_counter(), time.process_time()
         train_jobs([job], out / "library", settings["model"], settings["defaults"], seed,
                    ROOT, f"benchmark {SET_VERSION}")  # fmt: skip
@@ -380,6 +390,9 @@ def main() -> None:
     settings_help = "YAML with `model` and `defaults` (default: the t6 backbone, DEFAULTS)"
     ap.add_argument("--settings", type=Path, help=settings_help)
     ap.add_argument("--list", action="store_true", help="print the concept set and exit")
+    ap.add_argument(
+        "--table-only", action="store_true", help="the table of the concepts finished so far"
+    )
     args = ap.parse_args()
     size = "fast" if args.subset == "fast" else "full"
     if args.list:
@@ -393,7 +406,7 @@ def main() -> None:
         import yaml
 
         settings = yaml.safe_load(args.settings.read_text())
-    run(args.out.resolve(), size, args.seed, only, settings)
+    run(args.out.resolve(), size, args.seed, only, settings, train=not args.table_only)
 
 
 if __name__ == "__main__":
