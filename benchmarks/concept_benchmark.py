@@ -174,11 +174,43 @@ def control(c: AnnotatedConcept, seed: int) -> AnnotatedConcept:
     )  # fmt: skip
 
 
-def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
-    """(kind, concept) for the whole set, in a fixed order."""
+def concept_set(
+    size: str, seed: int, only: list[str] | None = None
+) -> list[tuple[str, AnnotatedConcept]]:
+    """(kind, concept) for the whole set, in a fixed order (`only`: read just their sources)."""
     caps = CAPS[size]
     out: list[tuple[str, AnnotatedConcept]] = []
+
+    def need(*names: str) -> bool:
+        return only is None or any(
+            o.removeprefix("control_").startswith(n) for o in only for n in names
+        )
+
     # Pfam families, InterProScan 6
+    if need("PF"):
+        out += pfam_concepts(size, seed)
+    # binding residues, bindPredict (their TestSet300 = test)
+    if need("metal", "nucleic", "small"):
+        out += binding_concepts(caps, seed)
+    # secondary structure, FLIP
+    if need("helix", "strand"):
+        out += flip_concepts(caps, seed)
+    # TMbed: TM helix, signal peptide, and membrane protein (protein level)
+    if need("transmembrane", "signal", "membrane"):
+        out += tmbed_concepts(caps, seed)
+    # C2H2 zinc fingers: the demo data, split by k-mer cluster
+    if need("C2H2"):
+        out += c2h2_concepts(size, seed)
+    # shuffled-label controls
+    by_name = {c.name: c for _, c in out}
+    for i, name in enumerate(("PF00440", "metal_binding", "C2H2_zinc_finger")):
+        if name in by_name:
+            out.append(("control", control(by_name[name], seed + 1000 + i)))
+    return out
+
+
+def pfam_concepts(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
+    out = []
     prots, desc = read_annotated(
         DATA / "interproscan.tsv", "interproscan", DATA / "interproscan.faa", ["Pfam"]
     )
@@ -190,7 +222,11 @@ def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
     for c in pfam:
         c.sections = {"detect": dict(KIND_DETECT["span"])}
         out.append(("span", c))
-    # binding residues, bindPredict (their TestSet300 = test)
+    return out
+
+
+def binding_concepts(caps: tuple[int, int], seed: int) -> list[tuple[str, AnnotatedConcept]]:
+    out = []
     bp = read_fasta(DATA / "bindpredict.fasta")
     test_ids = set((DATA / "bindpredict_test_ids.txt").read_text().split())
     for kind_file, name in (("metal", "metal"), ("nuclear", "nucleic_acid"), ("small", "small")):
@@ -204,7 +240,11 @@ def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
             f"bindPredict binding_residues_2.5_{kind_file}", "bindPredict TestSet300 = test",
             "site",
         )))  # fmt: skip
-    # secondary structure, FLIP
+    return out
+
+
+def flip_concepts(caps: tuple[int, int], seed: int) -> list[tuple[str, AnnotatedConcept]]:
+    out = []
     flip = read_flip(
         DATA / "flip_sequences.fasta", DATA / "flip_sampled.fasta", DATA / "flip_mask.fasta"
     )
@@ -218,7 +258,11 @@ def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
             [p for p in flip if sets[p.id] == "test"], caps, seed,
             "FLIP secondary structure (NetSurfP-2.0 chains)", "FLIP SET=train / SET=test", "span",
         )))  # fmt: skip
-    # TMbed: TM helix, signal peptide, and membrane protein (protein level)
+    return out
+
+
+def tmbed_concepts(caps: tuple[int, int], seed: int) -> list[tuple[str, AnnotatedConcept]]:
+    out = []
     tm_train = read_tmbed(ROOT / "data/library/tmbed_train.txt")
     tm_test = read_tmbed(ROOT / "data/library/tmbed_test.txt")
     for name, entry, kind in (
@@ -230,7 +274,10 @@ def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
             name, entry, tm_train, tm_test, caps, seed,
             "TMbed cv_00_a labels (data/library/tmbed_*.txt)", "TMbed train/test files", kind,
         )))  # fmt: skip
-    # C2H2 zinc fingers: the demo data, random split by protein as the demo
+    return out
+
+
+def c2h2_concepts(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
     zf = read_proteins(ROOT / "data/demo/zinc_fingers.jsonl")
     neg = read_proteins(ROOT / "data/demo/negatives.fasta")
     zf = [Protein(p.id, p.sequence, tuple(Span(s.start, s.end, "C2H2") for s in p.spans))
@@ -242,12 +289,7 @@ def concept_set(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
     )[0]  # fmt: skip
     c2h2.name = "C2H2_zinc_finger"
     c2h2.sections = {"detect": dict(KIND_DETECT["span"])}
-    out.append(("span", c2h2))
-    # shuffled-label controls
-    by_name = {c.name: c for _, c in out}
-    for i, name in enumerate(("PF00440", "metal_binding", "C2H2_zinc_finger")):
-        out.append(("control", control(by_name[name], seed + 1000 + i)))
-    return out
+    return [("span", c2h2)]
 
 
 # ---------------------------------------------------------------------- quality hooks
@@ -336,7 +378,7 @@ def run(
     rows_dir.mkdir(parents=True, exist_ok=True)
     work = out / "library" / "work"
     jobs: list[tuple[str, ConceptJob]] = []
-    for kind, c in concept_set(size, seed):
+    for kind, c in concept_set(size, seed, only):
         if only and c.name not in only:
             continue
         jobs.append((kind, write_concept(c, work / c.name / "data")))
