@@ -108,7 +108,7 @@ def _plot(result: dict, path: Path) -> None:
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="cosine between concept directions")
-    save_figure(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def top_pairs(result: dict, layer: str, k: int = 5) -> list[tuple[str, str, float]]:
