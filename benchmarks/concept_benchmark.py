@@ -61,7 +61,12 @@ from esm_tcav.run.annotations import (  # noqa: E402
     read_annotated,
     write_concept,
 )
-from esm_tcav.run.library_build import ConceptJob, recompute_q, train_jobs  # noqa: E402
+from esm_tcav.run.library_build import (  # noqa: E402
+    ConceptJob,
+    recompute_q,
+    seeded_cap,
+    train_jobs,
+)
 from esm_tcav.run.sampling import length_matched  # noqa: E402
 
 DATA = ROOT / "data" / "benchmark"
@@ -100,13 +105,6 @@ def check_manifest() -> dict:
     return manifest
 
 
-def _seeded_cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
-    if len(proteins) <= n:
-        return proteins
-    keep = set(np.random.default_rng(seed).choice(len(proteins), n, replace=False).tolist())
-    return [p for i, p in enumerate(proteins) if i in keep]
-
-
 def fixed_split(
     name: str,
     entry: str,
@@ -126,7 +124,7 @@ def fixed_split(
             for p in proteins
             if p.spans_named(entry)
         ]
-        pos = _seeded_cap(pos, cap, seed)
+        pos = seeded_cap(pos, cap, seed)
         pool = [Protein(p.id, p.sequence) for p in proteins if not p.spans_named(entry)]
         parts[f"{part}_pos"] = pos
         parts[f"{part}_neg"] = length_matched(pool, pos, len(pos), seed + 1)

@@ -47,7 +47,7 @@ def _merge(base: dict, over: dict) -> dict:
 # ---------------------------------------------------------------------- derived data files
 
 
-def _cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
+def seeded_cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
     """At most n proteins, a seeded sample kept in file order (so caps are reproducible)."""
     if len(proteins) <= n:
         return proteins
@@ -91,7 +91,7 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
     counts = {}
     for part, (pos, neg) in parts.items():
         cap = spec.max_train if part == "train" else spec.max_test
-        pos, neg = _cap(pos, cap, seed), _cap(neg, cap, seed + 1)
+        pos, neg = seeded_cap(pos, cap, seed), seeded_cap(neg, cap, seed + 1)
         write_jsonl(folder / f"{part}_positives.jsonl", pos, [name])
         write_fasta(folder / f"{part}_negatives.fasta", neg)
         counts[part] = {"positives": len(pos), "negatives": len(neg)}
