@@ -201,14 +201,18 @@ def concepts_from_proteins(
         pos_all = carriers[entry]
         if len(pos_all) < min_proteins:
             continue
-        carrying = {p.id for p in pos_all}
+        carrying = {p.id for p in pos_all} | {p.seq_hash for p in pos_all}
         pos = [
             Protein(p.id, p.sequence, tuple(s for s in p.spans if s.name == entry)) for p in pos_all
         ]
         if max_positives is not None and len(pos) > max_positives:
             pos = length_matched(pos, pos, max_positives, seed + 7 * k)
         pool_src = background if background is not None else proteins
-        pool = [Protein(p.id, p.sequence) for p in pool_src if p.id not in carrying]
+        pool = [
+            Protein(p.id, p.sequence)
+            for p in pool_src
+            if p.id not in carrying and p.seq_hash not in carrying  # never a carrier, renamed
+        ]
         n_neg = max(4, round(len(pos) * negatives_per_positive))
         neg = length_matched(pool, pos, n_neg, seed + 7 * k + 1)
         if len(neg) < 4:
