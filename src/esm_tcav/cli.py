@@ -496,14 +496,83 @@ def store_export(
 @library_app.command("build")
 @_guard
 def library_build(
-    config: Annotated[Path, typer.Argument(help="library YAML")],
+    source: Annotated[Path, typer.Argument(help="library YAML, or an annotation file")],
     out: Annotated[Path, typer.Option(help="library folder")] = Path("results/library"),
     store: StoreOpt = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="annotation file format: auto, interproscan, domtblout, uniprot, tmbed "
+            "(default: a .yaml/.yml SOURCE is a library YAML, anything else is auto-detected)",
+        ),
+    ] = None,
+    sequences: Annotated[
+        Path | None, typer.Option(help="FASTA of the annotated proteins (interproscan, domtblout)")
+    ] = None,
+    analysis: Annotated[
+        list[str] | None, typer.Option(help="InterProScan analyses to keep, e.g. Pfam (repeatable)")
+    ] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option(help="UniProt FT keys to keep, e.g. TRANSMEM (repeatable)")
+    ] = None,
+    entry: Annotated[
+        list[str] | None, typer.Option(help="only these entries (repeatable; default: all)")
+    ] = None,
+    min_proteins: Annotated[int, typer.Option(help="entries with fewer proteins are skipped")] = 8,
+    background: Annotated[
+        Path | None, typer.Option(help="FASTA of background proteins to draw negatives from")
+    ] = None,
+    negatives_per_positive: Annotated[float, typer.Option(help="length-matched negatives")] = 2.0,
+    max_positives: Annotated[int | None, typer.Option(help="cap positives per entry")] = None,
+    split: Annotated[str, typer.Option(help="random or cluster (k-mer similarity groups)")] = (
+        "random"
+    ),
+    test_fraction: Annotated[float, typer.Option(help="held-out share of proteins")] = 0.3,
+    protein_level: Annotated[
+        list[str] | None,
+        typer.Option(help="entries that also get a protein-level concept (repeatable)"),
+    ] = None,
+    settings: Annotated[
+        Path | None, typer.Option(help="library YAML whose seed/model/defaults to use")
+    ] = None,
 ):
-    """Train and evaluate every concept of a library config into one library folder."""
-    from esm_tcav.run.library_build import build_library
+    """Train every concept of a library YAML, or one concept per entry of an annotation file."""
+    if fmt is None and source.suffix in (".yaml", ".yml"):
+        from esm_tcav.run.library_build import build_library
 
-    _print(build_library(config, out, store=store))
+        _print(build_library(source, out, store=store))
+        return
+    from esm_tcav.run.annotations import build_from_annotations
+
+    if split not in ("random", "cluster"):
+        raise EsmTcavError(f"--split {split!r}: use random or cluster")
+    doc = {}
+    if settings is not None:
+        doc = yaml.safe_load(settings.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise EsmTcavError(f"{settings}: not a YAML mapping")
+        doc = {k: doc[k] for k in ("seed", "model", "defaults") if k in doc}
+    _print(
+        build_from_annotations(
+            source,
+            out,
+            fmt=fmt or "auto",
+            sequences=sequences,
+            analyses=analysis,
+            features=feature,
+            entries=entry,
+            min_proteins=min_proteins,
+            background=background,
+            negatives_per_positive=negatives_per_positive,
+            max_positives=max_positives,
+            test_fraction=test_fraction,
+            split=split,
+            protein_level=protein_level or (),
+            settings=doc,
+            store=store,
+        )
+    )
 
 
 @library_app.command("add")

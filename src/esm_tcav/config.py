@@ -72,12 +72,25 @@ class DataSection(_Section):
     min_span_proteins: int = Field(4, ge=1)
     # None: the positives file is split, records with a concept span are the positives and
     # the others the negatives (a TMbed or UniProt file labels every protein)
+    # or `background`: negatives drawn from a population
     negatives: str | None = None
     negatives_format: InputFormat = "auto"
+    # a background population (FASTA): length-matched negatives drawn from it, never a positive
+    background: str | None = None
+    negatives_per_positive: float = Field(1.0, gt=0)
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # random by protein, or by k-mer similarity cluster (near duplicates on one side)
+    split: Literal["random", "cluster"] = "random"
     # a fixed held-out set instead of a random split (e.g. PDNA-543 train, PDNA-41 test)
     test_positives: str | None = None
     test_negatives: str | None = None
+
+    @model_validator(mode="after")
+    def _negatives(self) -> DataSection:
+        # neither: the positives file is split into records with and without the concept
+        if self.negatives is not None and self.background is not None:
+            raise ValueError("give one of negatives (a file) or background (a population)")
+        return self
 
 
 class TrainSection(_Section):

@@ -24,7 +24,8 @@ Proteome scale:
 
 Outputs (1-based inclusive coordinates): `scan.gff3` (every concept's spans), `scan.tsv` (the
 same spans as a table, the columns of `detect`'s spans.tsv), `proteins.tsv` (per protein and
-concept: spans and maximum smoothed score), `summary.json`.
+concept: spans and maximum smoothed score; for protein-level concepts also `protein_score`, the
+CAV on the mean-pooled protein, by which proteins are ranked), `summary.json`.
 """
 
 from __future__ import annotations
@@ -136,11 +137,18 @@ def protein_lines(prot: Protein, scores: np.ndarray, lib: Library) -> tuple[str,
         prob = c.probability if c.calibration is not None else None
         gff.extend(gff3_lines(*args, "one-pass", header=False, grade=c.grade, probability=prob))
         tsv.extend(span_tsv_lines(*args, header=False, grade=c.grade))
-        cells += [len(spans), float(s.max()), float(s.mean())]
+        # mean of the raw residue scores = the CAV on the mean-pooled protein (it is linear):
+        # the protein's evidence, and the score of a protein-level concept; sort by it to rank
+        cells += [len(spans), float(s.max()), float(np.mean(scores[:, k], dtype=np.float64))]
         counts.append((len(spans), sum(sp.length for sp in spans)))
     if gff:  # one pragma per protein with features, before all its concepts' features
         gff.insert(0, sequence_region(prot.id, len(prot.sequence)))
     return "".join(gff), "".join(tsv), tsv_line(cells), counts
+
+
+def is_protein_level(concept) -> bool:
+    """A concept trained on mean-pooled proteins ("carries a signal peptide")."""
+    return (getattr(concept, "metrics", None) or {}).get("granularity") == "protein"
 
 
 def _headers(lib: Library) -> dict[str, str]:

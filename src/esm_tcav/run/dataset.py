@@ -14,6 +14,7 @@ from esm_tcav.errors import InputError
 from esm_tcav.io.files import atomic_write_text
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import attach_spans, read_proteins, read_span_file, select_spans
+from esm_tcav.run.sampling import group_split, kmer_clusters, length_matched
 
 log = logging.getLogger("esm_tcav.run.dataset")
 
@@ -88,16 +89,18 @@ def load_dataset(cfg: Config) -> Dataset:
     if d.spans_file:
         positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
     source = cfg.path(d.spans_file or d.positives)
-    if d.negatives is None:
+    negatives: list[Protein] | None = None
+    if d.negatives is None and d.background is None:
         positives, negatives = split_labelled(
             positives, d.span_names, str(source), d.min_span_proteins
         )
-    else:
-        negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
+    else:  # negatives from a file, and/or drawn from the background population below
+        if d.negatives is not None:
+            negatives = read_proteins(cfg.path(d.negatives), d.negatives_format)
         positives = select_spans(positives, d.span_names, source, d.min_span_proteins)
     fixed_test: set[str] | None = None
     if d.test_positives or d.test_negatives:
-        split_test = d.negatives is None and d.test_negatives is None
+        split_test = d.negatives is None and d.background is None and d.test_negatives is None
         if not d.test_positives or not (d.test_negatives or split_test):
             raise InputError("data.test_positives and data.test_negatives go together; give both")
         test_pos = select_spans(
@@ -110,13 +113,16 @@ def load_dataset(cfg: Config) -> Dataset:
         else:
             test_neg = read_proteins(cfg.path(d.test_negatives), d.negatives_format)
         fixed_test = {p.id for p in test_pos + test_neg}
-        known = {p.id for p in positives + negatives}
+        known = {p.id for p in positives + (negatives or [])}
         if fixed_test & known:
             raise InputError(
                 f"{cfg.path(d.test_positives)}: record {sorted(fixed_test & known)[0]!r} is in "
                 "both the training and the test files; remove it from one"
             )
-        positives, negatives = positives + test_pos, negatives + test_neg
+        positives = positives + test_pos
+        negatives = test_neg if negatives is None else negatives + test_neg
+    if d.background is not None:
+        negatives = (negatives or []) + background_negatives(cfg, positives, fixed_test)
     both = {p.id for p in positives} & {p.id for p in negatives}
     if both:
         raise InputError(
@@ -139,11 +145,45 @@ def load_dataset(cfg: Config) -> Dataset:
         )
     if fixed_test is not None:
         test_ids = fixed_test
+    elif d.split == "cluster":
+        test_ids = cluster_split(positives, negatives, d.test_fraction, cfg.seed)
     else:
         test_ids = split_by_protein(
             [p.id for p in positives], d.test_fraction, cfg.seed
         ) | split_by_protein([p.id for p in negatives], d.test_fraction, cfg.seed + 1)
     return Dataset(d.concept, positives, negatives, test_ids)
+
+
+def background_negatives(
+    cfg: Config, positives: list[Protein], fixed_test: set[str] | None
+) -> list[Protein]:
+    """Length-matched negatives from `data.background`, never a positive (by ID or sequence).
+
+    With fixed test files the drawn negatives train only (the test negatives are given).
+    """
+    d = cfg.data
+    pos = [p for p in positives if fixed_test is None or p.id not in fixed_test]
+    ids = {p.id for p in positives}
+    seqs = {p.seq_hash for p in positives}
+    pool = [
+        Protein(p.id, p.sequence)
+        for p in read_proteins(cfg.path(d.background), d.negatives_format)
+        if p.id not in ids and p.seq_hash not in seqs and p.id not in (fixed_test or set())
+    ]
+    n = max(4, round(len(pos) * d.negatives_per_positive))
+    return length_matched(pool, pos, n, cfg.seed)
+
+
+def cluster_split(
+    positives: list[Protein], negatives: list[Protein], fraction: float, seed: int
+) -> set[str]:
+    """Held-out IDs by k-mer similarity cluster (run.sampling), per class."""
+    both = positives + negatives
+    group = dict(zip([p.id for p in both], kmer_clusters(both), strict=True))
+    test = group_split([p.id for p in positives], [group[p.id] for p in positives], fraction, seed)
+    return test | group_split(
+        [p.id for p in negatives], [group[p.id] for p in negatives], fraction, seed + 1
+    )
 
 
 def write_split(ds: Dataset, path: Path) -> None:

@@ -56,7 +56,7 @@ def _merge(base: dict, over: dict) -> dict:
 # ---------------------------------------------------------------------- derived data files
 
 
-def _cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
+def seeded_cap(proteins: list[Protein], n: int, seed: int) -> list[Protein]:
     """At most n proteins, a seeded sample kept in file order (so caps are reproducible)."""
     if len(proteins) <= n:
         return proteins
@@ -100,7 +100,7 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
     counts = {}
     for part, (pos, neg) in parts.items():
         cap = spec.max_train if part == "train" else spec.max_test
-        pos, neg = _cap(pos, cap, seed), _cap(neg, cap, seed + 1)
+        pos, neg = seeded_cap(pos, cap, seed), seeded_cap(neg, cap, seed + 1)
         write_jsonl(folder / f"{part}_positives.jsonl", pos, [name])
         write_fasta(folder / f"{part}_negatives.fasta", neg)
         counts[part] = {"positives": len(pos), "negatives": len(neg)}
@@ -376,6 +376,53 @@ def recompute_q(root: Path) -> None:
             m["significant"] = is_significant(q, m.get("alpha", 0.05))
     atomic_write_json(root / INDEX, doc)
     write_table(root)
+    from esm_tcav.report.similarity import similarity_map
+
+    similarity_map(root)  # the library as a map: report.md gets the clustered heatmap
+
+
+@dataclasses.dataclass
+class ConceptJob:
+    """One concept to train into a library: its run-config data section and its own sections.
+
+    Library YAML concepts and concepts read from annotation files (`run.annotations`) both become
+    jobs, so they train the same way.
+    """
+
+    name: str
+    data: dict
+    sections: dict = dataclasses.field(default_factory=dict)  # embed/train/.../detect overrides
+    provenance: dict = dataclasses.field(default_factory=dict)
+    counts: dict | None = None
+    hmm: HmmCheck | None = None
+
+
+def _spec_job(c: ConceptSpec, base: Path, work: Path, seed: int) -> ConceptJob:
+    counts = None
+    if c.data is not None:
+        data = {**c.data, "concept": c.name}
+    else:
+        data, counts = _derive_data(c, base, work / c.name / "data", seed)
+    extra = dict(c.provenance)
+    if c.tmbed is not None:
+        extra.setdefault(
+            "split",
+            f"TMbed label {c.tmbed.label}: positives = proteins "
+            f"carrying it; train {c.tmbed.train}, test {c.tmbed.test}",
+        )
+    if c.pdna is not None:
+        extra.setdefault(
+            "split",
+            f"train {c.pdna.train_sequences}, test "
+            f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
+            f"by protein (test fraction {c.pdna.negatives_test_fraction})",
+        )
+    sections = {
+        k: getattr(c, k)
+        for k in ("embed", "train", "evaluate", "thresholds", "detect")
+        if getattr(c, k)
+    }
+    return ConceptJob(c.name, data, sections, extra, counts, c.hmm_check)
 
 
 def build_library(
@@ -389,7 +436,6 @@ def build_library(
     `store` (`--store`), else `defaults.store.path` of the library config, else
     `<out>/work/embeddings`.
     """
-
     config_path = Path(config_path)
     spec = load_library_config(config_path)
     out = Path(out).resolve()  # derived data paths must not depend on the working directory
@@ -405,61 +451,59 @@ def build_library(
 def _build_locked(
     config_path: Path, spec, out: Path, loaded, store: str | Path | None = None
 ) -> dict:
-    import time
 
     base = config_path.parent.resolve()
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "library.config.yaml", config_path.read_text())
+    jobs = [_spec_job(c, base, work, spec.seed) for c in spec.concepts]
+    return train_jobs(
+        jobs, out, spec.model, spec.defaults, spec.seed, base, str(config_path), loaded, store
+    )
+
+
+def train_jobs(
+    jobs: list[ConceptJob],
+    out: Path,
+    model: dict,
+    defaults: dict,
+    seed: int,
+    base: Path,
+    origin: str,
+    loaded=None,
+    store: str | Path | None = None,
+) -> dict:
+    """Train every job into the library at `out` (one model, one embedding store), then q."""
+    import time
+
+    out = Path(out).resolve()
+    work = out / "work"
     results = {}
-    for c in iter_progress(spec.concepts, "library build", "concepts"):
+    for job in iter_progress(jobs, "library build", "concepts"):
         t0 = time.perf_counter()
-        folder = work / c.name
-        counts = None
-        if c.data is not None:
-            data = {**c.data, "concept": c.name}
-        else:
-            data, counts = _derive_data(c, base, folder / "data", spec.seed)
+        folder = work / job.name
         doc = _merge(
-            spec.defaults,
+            defaults,
             {
-                "output_dir": str((folder).resolve()),
-                "seed": spec.seed,
-                "model": spec.model,
-                "data": data,
-                **{
-                    k: getattr(c, k)
-                    for k in ("embed", "train", "evaluate", "thresholds", "detect")
-                    if getattr(c, k)
-                },
+                "output_dir": str(folder.resolve()),
+                "seed": seed,
+                "model": model,
+                "data": job.data,
+                **job.sections,
             },
         )
         doc["detect"] = {**doc.get("detect", {}), "layer": "best"}
         if store is not None:
             doc["store"] = {"path": str(Path(store).resolve())}
         doc["steps"] = list(STEPS[: STEPS.index("detect") + 1])  # no tcav, no report
-        cfg = config_from_dict(doc, f"{config_path}: concept {c.name}", base)
+        cfg = config_from_dict(doc, f"{origin}: concept {job.name}", base)
         ctx = _shared_context(cfg, loaded, work / "embeddings")
         loaded = ctx.loaded
-        log.info("library: concept %s (%s)", c.name, cfg.out)
-        concept, metrics = train_concept(ctx, c.hmm_check, base)
-        extra = dict(c.provenance)
-        if c.tmbed is not None:
-            extra.setdefault(
-                "split",
-                f"TMbed label {c.tmbed.label}: positives = proteins "
-                f"carrying it; train {c.tmbed.train}, test {c.tmbed.test}",
-            )
-        if c.pdna is not None:
-            extra.setdefault(
-                "split",
-                f"train {c.pdna.train_sequences}, test "
-                f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
-                f"by protein (test fraction {c.pdna.negatives_test_fraction})",
-            )
-        concept.provenance = _provenance(cfg, extra, counts)
+        log.info("library: concept %s (%s)", job.name, cfg.out)
+        concept, metrics = train_concept(ctx, job.hmm, base)
+        concept.provenance = _provenance(cfg, dict(job.provenance), job.counts)
         add_to_library(out, _model_record(loaded, cfg), concept)
-        results[c.name] = round(time.perf_counter() - t0, 1)
+        results[job.name] = round(time.perf_counter() - t0, 1)
     recompute_q(out)
     doc = read_index(out)
     return {
