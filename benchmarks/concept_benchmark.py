@@ -284,15 +284,23 @@ def c2h2_concepts(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
 
 
 def grade_of(entry: dict) -> str:
-    """HOOK (issue 11): the concept's grade. `concepts/grade.py` is not in this tree yet; the lead
-    switches this to it after merging. Until then: n/a."""
-    return "n/a"
+    """The concept's grade (`concepts/grade.py`), as training and the library build recorded it in
+    the library entry's metrics; n/a for a concept built before grades existed."""
+    g = (entry.get("metrics") or {}).get("grade")
+    g = g.get("grade") if isinstance(g, dict) else g
+    return str(g) if g else "n/a"
 
 
 def baseline_gain(entry: dict) -> str:
-    """HOOK (issue 11): held-out gain over the sequence-only baseline (`concepts/controls.py`,
-    not in this tree yet). Until then: n/a."""
-    return "n/a"
+    """Held-out AUROC gain of the concept's layer over the sequence-only baseline
+    (`concepts/controls.py`), from the controls training recorded: `+0.123 [+0.080, +0.150]`
+    (the paired protein-bootstrap interval); n/a when the control was not run."""
+    seq = ((entry.get("metrics") or {}).get("controls") or {}).get("sequence") or {}
+    delta = seq.get("delta_auroc")
+    if delta is None or not np.isfinite(delta):
+        return "n/a"
+    ci = seq.get("delta_ci")
+    return f"{delta:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
 # ---------------------------------------------------------------------- running

@@ -25,8 +25,8 @@ from pathlib import Path
 from esm_tcav.errors import ConfigError, InputError
 from esm_tcav.io.annotations import (
     attach_annotations,
-    read_hmmer_domtbl,
-    read_ips_tsv,
+    read_domtblout,
+    read_interproscan_tsv,
 )
 from esm_tcav.io.files import atomic_write_text, check_output_dir
 from esm_tcav.io.locks import folder_lock
@@ -125,9 +125,9 @@ def read_annotated(
                 "the annotation was run on)"
             )
         ann = (
-            read_ips_tsv(path, analyses)
+            read_interproscan_tsv(path, analyses)
             if fmt == "interproscan"
-            else read_hmmer_domtbl(path, max_ievalue)
+            else read_domtblout(path, max_ievalue)
         )
         proteins = read_fasta(sequences)
         missing = sorted(set(ann.spans) - {p.id for p in proteins})
