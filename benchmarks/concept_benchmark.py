@@ -46,14 +46,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from esm_tcav.concepts.library import read_index  # noqa: E402
 from esm_tcav.errors import EsmTcavError  # noqa: E402
-from esm_tcav.io.annotations import (  # noqa: E402
-    attach_annotations,
-    read_binding_residues,
-    read_flip,
-)
+from esm_tcav.io.annotations import read_binding_residues, read_flip  # noqa: E402
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from esm_tcav.io.proteins import Protein, Span  # noqa: E402
-from esm_tcav.io.readers import read_fasta, read_proteins, read_tmbed  # noqa: E402
+from esm_tcav.io.readers import (  # noqa: E402
+    attach_spans,
+    read_fasta,
+    read_proteins,
+    read_tmbed,
+)
 from esm_tcav.run.annotations import (  # noqa: E402
     ANNOTATION_DEFAULTS,
     AnnotatedConcept,
@@ -219,8 +220,7 @@ def binding_concepts(caps: tuple[int, int], seed: int) -> list[tuple[str, Annota
     test_ids = set((DATA / "bindpredict_test_ids.txt").read_text().split())
     for kind_file, name in (("metal", "metal"), ("nuclear", "nucleic_acid"), ("small", "small")):
         ann = read_binding_residues(DATA / f"bindpredict_{kind_file}.txt", f"{name}_binding")
-        spans = {k: v for k, v in ann.spans.items()}
-        prots_bp = attach_annotations(bp, spans)
+        prots_bp = attach_spans(bp, ann.spans, f"{name}_binding", source=ann.source)
         out.append(("site", fixed_split(
             f"{name}_binding", f"{name}_binding",
             [p for p in prots_bp if p.id not in test_ids],

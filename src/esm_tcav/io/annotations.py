@@ -3,8 +3,8 @@ secondary structure and bindPredict binding residues.
 
 These files hold spans (or labels) but no sequences (FLIP and bindPredict come with their own
 FASTA): each reader returns ``{protein id: [Span, ...]}`` with 1-based inclusive coordinates,
-named by the entry (a Pfam accession, an HMM name, a label), and ``attach_annotations`` puts them
-on the proteins of a FASTA file. Protein IDs go through the FASTA reader's ID rule, so
+named by the entry (a Pfam accession, an HMM name, a label), and ``io.readers.attach_spans`` puts
+them on the proteins of a FASTA file. Protein IDs go through the FASTA reader's ID rule, so
 ``tr|A0A000|A0A000_STRVD`` in a TSV matches the FASTA record ``A0A000``. Bad lines raise one
 ``InputError`` naming the file and the line (the same ``fail`` as every reader).
 
@@ -15,7 +15,7 @@ the round trip of ``detect``'s ``spans.interproscan.tsv`` both use them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,6 @@ __all__ = [
     "read_domtblout",
     "read_binding_residues",
     "read_flip",
-    "attach_annotations",
 ]
 
 logger = logging.getLogger("esm_tcav.io.annotations")
@@ -256,31 +255,3 @@ def read_flip(
             spans += spans_from_positions(pos, name)
         out.append(Protein(prot.id, prot.sequence, tuple(sorted(spans, key=lambda s: s.start))))
     return out
-
-
-def attach_annotations(
-    proteins: Iterable[Protein], spans: Mapping[str, list[Span]], keep_others: bool = False
-) -> list[Protein]:
-    """The proteins with the annotation file's spans (replacing theirs unless ``keep_others``).
-
-    A protein the file does not mention comes back without spans: for an annotation run over a
-    whole FASTA that is the honest reading (no match = not the entry).
-    """
-    out = []
-    for p in proteins:
-        extra = tuple(spans.get(p.id, ()))
-        for s in extra:
-            if s.end > len(p.sequence):
-                raise_range(p, s)
-        out.append(Protein(p.id, p.sequence, (p.spans if keep_others else ()) + extra))
-    return out
-
-
-def raise_range(p: Protein, s: Span) -> None:
-    fail(
-        "annotations",
-        None,
-        p.id,
-        f"span {s.name} {s.start}-{s.end} runs past the sequence ({len(p.sequence)} residues)",
-        "use the FASTA the annotations were computed from",
-    )
