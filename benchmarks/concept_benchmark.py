@@ -46,14 +46,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from esm_tcav.concepts.library import read_index  # noqa: E402
 from esm_tcav.errors import EsmTcavError  # noqa: E402
-from esm_tcav.io.annotations import (  # noqa: E402
-    attach_annotations,
-    read_binding_residues,
-    read_flip,
-)
+from esm_tcav.io.annotations import read_binding_residues, read_flip  # noqa: E402
 from esm_tcav.io.files import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from esm_tcav.io.proteins import Protein, Span  # noqa: E402
-from esm_tcav.io.readers import read_fasta, read_proteins, read_tmbed  # noqa: E402
+from esm_tcav.io.readers import (  # noqa: E402
+    attach_spans,
+    read_fasta,
+    read_proteins,
+    read_tmbed,
+)
 from esm_tcav.run.annotations import (  # noqa: E402
     ANNOTATION_DEFAULTS,
     AnnotatedConcept,
@@ -219,8 +220,7 @@ def binding_concepts(caps: tuple[int, int], seed: int) -> list[tuple[str, Annota
     test_ids = set((DATA / "bindpredict_test_ids.txt").read_text().split())
     for kind_file, name in (("metal", "metal"), ("nuclear", "nucleic_acid"), ("small", "small")):
         ann = read_binding_residues(DATA / f"bindpredict_{kind_file}.txt", f"{name}_binding")
-        spans = {k: v for k, v in ann.spans.items()}
-        prots_bp = attach_annotations(bp, spans)
+        prots_bp = attach_spans(bp, ann.spans, f"{name}_binding", source=ann.source)
         out.append(("site", fixed_split(
             f"{name}_binding", f"{name}_binding",
             [p for p in prots_bp if p.id not in test_ids],
@@ -284,15 +284,23 @@ def c2h2_concepts(size: str, seed: int) -> list[tuple[str, AnnotatedConcept]]:
 
 
 def grade_of(entry: dict) -> str:
-    """HOOK (issue 11): the concept's grade. `concepts/grade.py` is not in this tree yet; the lead
-    switches this to it after merging. Until then: n/a."""
-    return "n/a"
+    """The concept's grade (`concepts/grade.py`), as training and the library build recorded it in
+    the library entry's metrics; n/a for a concept built before grades existed."""
+    g = (entry.get("metrics") or {}).get("grade")
+    g = g.get("grade") if isinstance(g, dict) else g
+    return str(g) if g else "n/a"
 
 
 def baseline_gain(entry: dict) -> str:
-    """HOOK (issue 11): held-out gain over the sequence-only baseline (`concepts/controls.py`,
-    not in this tree yet). Until then: n/a."""
-    return "n/a"
+    """Held-out AUROC gain of the concept's layer over the sequence-only baseline
+    (`concepts/controls.py`), from the controls training recorded: `+0.123 [+0.080, +0.150]`
+    (the paired protein-bootstrap interval); n/a when the control was not run."""
+    seq = ((entry.get("metrics") or {}).get("controls") or {}).get("sequence") or {}
+    delta = seq.get("delta_auroc")
+    if delta is None or not np.isfinite(delta):
+        return "n/a"
+    ci = seq.get("delta_ci")
+    return f"{delta:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
 # ---------------------------------------------------------------------- running

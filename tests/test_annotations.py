@@ -20,9 +20,9 @@ from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ConfigError, InputError
 from esm_tcav.io.annotations import (
     read_binding_residues,
+    read_domtblout,
     read_flip,
-    read_hmmer_domtbl,
-    read_ips_tsv,
+    read_interproscan_tsv,
 )
 from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_fasta
@@ -44,7 +44,7 @@ def _bad(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_interproscan_tsv_real_lines():
-    ann = read_ips_tsv(DATA / "ips_slice.tsv", ["Pfam"])
+    ann = read_interproscan_tsv(DATA / "ips_slice.tsv", ["Pfam"])
     # `tr|ACC|NAME` becomes ACC, as the FASTA reader names the record
     assert all("|" not in pid for pid in ann.spans)
     first = (DATA / "ips_slice.tsv").read_text().splitlines()[0].split("\t")
@@ -54,7 +54,7 @@ def test_interproscan_tsv_real_lines():
     assert ann.descriptions[first[4]] == first[5]
     assert len(ann.proteins_with("PF00440")) == 11
     with pytest.raises(InputError, match="no match rows"):
-        read_ips_tsv(DATA / "ips_slice.tsv", ["Phobius"])
+        read_interproscan_tsv(DATA / "ips_slice.tsv", ["Phobius"])
 
 
 def test_interproscan_bad_lines_name_file_and_line(tmp_path):
@@ -63,24 +63,26 @@ def test_interproscan_bad_lines_name_file_and_line(tmp_path):
     cols[6] = "x12"
     path = _bad(tmp_path, "bad.tsv", "\n".join([good[0], "\t".join(cols)]) + "\n")
     with pytest.raises(InputError, match=r"bad\.tsv:2: record '.+': start 'x12' is not an integer"):
-        read_ips_tsv(path)
+        read_interproscan_tsv(path)
     path = _bad(tmp_path, "short.tsv", good[0] + "\nP1\tonly\tthree\n")
     with pytest.raises(InputError, match=r"short\.tsv:2: 3 tab-separated columns"):
-        read_ips_tsv(path)
+        read_interproscan_tsv(path)
     cols = good[0].split("\t")
     cols[7] = str(int(cols[2]) + 5)  # end past the protein length
     path = _bad(tmp_path, "range.tsv", "\t".join(cols) + "\n")
-    with pytest.raises(InputError, match=r"range\.tsv:1: .*not a 1-based inclusive range"):
-        read_ips_tsv(path)
+    with pytest.raises(InputError, match=r"range\.tsv:1: .*ends past the sequence end"):
+        read_interproscan_tsv(path)
 
 
 def test_domtblout_real_lines(tmp_path):
-    ann = read_hmmer_domtbl(DATA / "zf_c2h2.domtblout")
+    ann = read_domtblout(DATA / "zf_c2h2.domtblout")
     assert set(ann.spans) == {"A2RRD8", "A0PJY2", "A6NGD5"}
     # envelope coordinates (columns 20-21) of the second A2RRD8 domain
     assert ann.spans["A2RRD8"][1].start == 161 and ann.spans["A2RRD8"][1].end == 183
-    assert ann.spans["A2RRD8"][0].name == "zf-C2H2"
-    strict = read_hmmer_domtbl(DATA / "zf_c2h2.domtblout", max_ievalue=1e-3)
+    # named by the profile accession without its version, as InterProScan names it
+    assert ann.spans["A2RRD8"][0].name == "PF00096"
+    assert ann.descriptions["PF00096"] == "zf-C2H2"
+    strict = read_domtblout(DATA / "zf_c2h2.domtblout", max_evalue=1e-3)
     assert sum(map(len, strict.spans.values())) < sum(map(len, ann.spans.values()))
     lines = (DATA / "zf_c2h2.domtblout").read_text().splitlines()
     cols = lines[4].split()
@@ -88,7 +90,7 @@ def test_domtblout_real_lines(tmp_path):
     lines[4] = " ".join(cols)
     path = _bad(tmp_path, "bad.domtblout", "\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"bad\.domtblout:5: record 'A2RRD8'"):
-        read_hmmer_domtbl(path)
+        read_domtblout(path)
 
 
 def test_binding_residues_and_flip_real_lines(tmp_path):

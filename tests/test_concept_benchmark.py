@@ -58,7 +58,14 @@ def test_fast_subset_runs_resumes_and_is_deterministic(tmp_path, settings):
     assert [r.split(" | ")[0][2:] for r in rows] == [
         "PF00440", "metal_binding", "signal_peptide", "control_PF00440"
     ]  # fmt: skip
-    assert all(" n/a | n/a | " in r for r in rows)  # grade and baseline hooks (issue 11)
+    # grade and gain over the sequence-only baseline, read from the trained concepts' records
+    from esm_tcav.concepts.grade import GRADES as grades
+
+    gain = re.compile(r"[+-]\d\.\d{3}( \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\])?$")
+    for r in rows:
+        cells = r.strip("| ").split(" | ")
+        assert cells[7] in grades, r
+        assert gain.match(cells[8]), r
     table = (tmp_path / "a" / "table.tsv").read_text()
     # resume: every concept is skipped, the table is the same
     again = _run(tmp_path / "a", settings)

@@ -7,33 +7,29 @@ from pathlib import Path
 import pytest
 
 from esm_tcav.errors import InputError
+from esm_tcav.io.annotations import read_domtblout, read_interproscan_tsv
 from esm_tcav.io.proteins import Span
-from esm_tcav.io.readers import (
-    attach_spans,
-    read_domtblout,
-    read_interproscan_tsv,
-    read_jsonl,
-)
+from esm_tcav.io.readers import attach_spans, read_jsonl
 
 DATA = Path(__file__).parent / "data"
 
 
 def test_interproscan_tsv_spans_per_protein_by_signature():
-    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv")
+    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv").spans
     assert spans["A0PJY2"][:2] == [Span(262, 284, "PF00096"), Span(290, 312, "PF00096")]
     assert {s.name for s in spans["A0PJY2"]} == {"PF00096", "SM00355", "mobidb-lite"}
     assert spans["A2RRD8"] == [Span(163, 185, "PF00096")]
 
 
 def test_interproscan_tsv_keeps_only_the_analyses_asked_for():
-    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv", analyses=["pfam"])
+    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv", analyses=["pfam"]).spans
     assert {s.name for v in spans.values() for s in v} == {"PF00096"}
     assert len(spans["A0PJY2"]) == 2
 
 
 def test_interproscan_spans_attach_to_the_scanned_sequences():
     proteins = [p for p in read_jsonl(DATA / "zinc_fingers_3.jsonl")]
-    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv", analyses=["Pfam"])
+    spans = read_interproscan_tsv(DATA / "interproscan_2.tsv", analyses=["Pfam"]).spans
     placed = {p.id: p for p in attach_spans(proteins, spans, "pfam")}
     assert Span(290, 312, "PF00096") in placed["A0PJY2"].spans
 
@@ -53,7 +49,7 @@ def test_interproscan_tsv_refuses_too_few_columns(tmp_path):
 
 
 def test_hmmscan_domtblout_reads_the_protein_from_the_query_column():
-    spans = read_domtblout(DATA / "hmmscan_2.domtblout")
+    spans = read_domtblout(DATA / "hmmscan_2.domtblout").spans
     assert spans["A0PJY2"] == [
         Span(274, 300, "PF13465"),
         Span(399, 407, "PF13465"),
@@ -63,7 +59,8 @@ def test_hmmscan_domtblout_reads_the_protein_from_the_query_column():
 
 
 def test_domtblout_evalue_filter_and_alignment_coordinates():
-    spans = read_domtblout(DATA / "hmmscan_2.domtblout", max_evalue=1e-3, coordinates="alignment")
+    ann = read_domtblout(DATA / "hmmscan_2.domtblout", max_evalue=1e-3, coordinates="alignment")
+    spans = ann.spans
     assert spans["A0PJY2"] == [Span(275, 299, "PF13465"), Span(262, 284, "PF00096")]
     assert spans["A2RRD8"] == [Span(163, 185, "PF00096")]
 
@@ -76,7 +73,7 @@ def test_hmmsearch_layout_reads_the_protein_from_the_target_column(tmp_path):
     )
     path = tmp_path / "search.domtblout"
     path.write_text("# target name ...\n" + line)
-    assert read_domtblout(path) == {"A0PJY2": [Span(262, 284, "PF00096")]}
+    assert read_domtblout(path).spans == {"A0PJY2": [Span(262, 284, "PF00096")]}
     with pytest.raises(InputError, match="ends past the sequence end"):
         read_domtblout(path, protein_column="query")  # the profile is 23 long
 
@@ -100,7 +97,7 @@ def test_our_interproscan_tsv_reads_back_as_the_same_spans(tmp_path):
     import hashlib
 
     assert first[1] == hashlib.md5(b"MKVLAGWYHHKLAGE").hexdigest()
-    assert read_interproscan_tsv(path, analyses=["esm-tcav"]) == {
+    assert read_interproscan_tsv(path, analyses=["esm-tcav"]).spans == {
         "P1": [Span(3, 9, "zf"), Span(12, 14, "zf")],
         "Q2": [Span(1, 4, "zf")],
     }

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from esm_tcav.cli import app
 from esm_tcav.concepts.artifacts import load_concept
 from esm_tcav.concepts.concept import Concept
+from esm_tcav.concepts.grade import GRADES
 from esm_tcav.concepts.library import INDEX, load_library
 from esm_tcav.config import load_config, load_library_config
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
@@ -196,6 +197,12 @@ def test_build_writes_index_vectors_and_table(built):
     assert first["sequence"][span["start"] - 1 : span["end"]] == MOTIF
     table = (lib / "report.md").read_text()
     assert "| motif |" in table and "residue F1" in table and "mean IoU" in table
+    # each concept's grade in its row, under the grade column
+    head = next(ln for ln in table.splitlines() if ln.startswith("| concept |")).split(" | ")
+    at = head.index("grade")
+    for e in doc["concepts"]:
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"| {e['name']} |"))
+        assert e["metrics"]["grade"] in GRADES and row.split(" | ")[at] == e["metrics"]["grade"]
     assert len((lib / "concepts.tsv").read_text().splitlines()) == 4
     # one embedding store shared by the concepts
     assert (lib / "work" / "embeddings").is_dir()

@@ -280,6 +280,7 @@ TABLE_COLUMNS = [
     ("p", "p"),
     ("q", "q"),
     ("significant", "significant"),
+    ("grade", "grade"),
     ("test proteins (pos/neg)", "test_proteins"),
     ("HMM agreement F1", "hmm_residue_f1"),
 ]
@@ -300,12 +301,15 @@ def table_rows(doc: dict) -> list[list[str]]:
     for e in doc["concepts"]:
         m = dict(e.get("metrics") or {})
         m.update({"name": e["name"], "layer": e["layer"], "threshold": e["threshold"]})
+        if isinstance(m.get("grade"), dict):  # {"grade": label, "reasons": [...]}
+            m["grade"] = m["grade"].get("grade")
         rows.append([_cell(m.get(key)) for _, key in TABLE_COLUMNS])
     return rows
 
 
 def write_table(root: Path) -> None:
-    """`concepts.tsv` and `report.md`: held-out residue F1, mean IoU, AUROC, p/q per concept."""
+    """`concepts.tsv` and `report.md`: held-out residue F1, mean IoU, AUROC, p/q and the grade
+    (concepts/grade.py) per concept."""
     doc = read_index(root)
     head = [h for h, _ in TABLE_COLUMNS]
     rows = table_rows(doc)
@@ -317,7 +321,8 @@ def write_table(root: Path) -> None:
         "Held-out metrics of every concept: residue precision/recall/F1 and mean per-domain "
         "IoU of the detected spans on the test proteins (at the concept's threshold), "
         "AUROC of the CAV on held-out residues, empirical p against random CAVs and the "
-        "Benjamini-Hochberg q across the library's concepts.",
+        "Benjamini-Hochberg q across the library's concepts; the grade (strong, usable, weak, "
+        "not a concept) also asks that the layer beat the sequence-only and position controls.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

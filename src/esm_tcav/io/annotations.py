@@ -3,35 +3,43 @@ secondary structure and bindPredict binding residues.
 
 These files hold spans (or labels) but no sequences (FLIP and bindPredict come with their own
 FASTA): each reader returns ``{protein id: [Span, ...]}`` with 1-based inclusive coordinates,
-named by the entry (a Pfam accession, an HMM name, a label), and ``attach_annotations`` puts them
-on the proteins of a FASTA file. Protein IDs go through the FASTA reader's ID rule, so
+named by the entry (a Pfam accession, an HMM name, a label), and ``io.readers.attach_spans`` puts
+them on the proteins of a FASTA file. Protein IDs go through the FASTA reader's ID rule, so
 ``tr|A0A000|A0A000_STRVD`` in a TSV matches the FASTA record ``A0A000``. Bad lines raise one
 ``InputError`` naming the file and the line (the same ``fail`` as every reader).
 
-(``read_ips_tsv``/``read_hmmer_domtbl`` are named apart from the issue-13 readers
-``read_interproscan_tsv``/``read_domtblout`` on purpose, until the two are unified.)
+These are the only InterProScan and domtblout readers of the package (``library build`` and
+the round trip of ``detect``'s ``spans.interproscan.tsv`` both use them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from esm_tcav.io.proteins import Protein, Span, fail, spans_from_positions
-from esm_tcav.io.readers import _fasta_id, iter_lines, read_fasta
+from esm_tcav.io.readers import _check_span, _fasta_id, iter_lines, read_fasta
 
 __all__ = [
     "Annotations",
-    "read_ips_tsv",
-    "read_hmmer_domtbl",
+    "read_interproscan_tsv",
+    "read_domtblout",
     "read_binding_residues",
     "read_flip",
-    "attach_annotations",
 ]
 
-#: InterProScan TSV columns we use (0-based); the file has 11 to 15 columns.
+logger = logging.getLogger("esm_tcav.io.annotations")
+
+#: InterProScan 5/6 TSV: at least 11 tab-separated columns per match line.
 _IPS_MIN_COLUMNS = 11
+_IPS_FIX = (
+    "give InterProScan's TSV output (-f TSV): protein, md5, length, analysis, signature, "
+    "description, start, stop, score, status, date[, InterPro, ...]"
+)
+_DOMTBL_COLUMNS = 22  # fixed columns before the free-text description
+_DOMTBL_FIX = "give HMMER's --domtblout output (hmmscan, hmmsearch or pyhmmer's 'domains' format)"
 
 
 @dataclass
@@ -46,58 +54,53 @@ class Annotations:
         return {pid for pid, spans in self.spans.items() if any(s.name == name for s in spans)}
 
 
-def _int(path: Path, number: int, pid: str, value: str, what: str, fix: str) -> int:
+def _int(path: Path, number: int, pid: str | None, value: str, what: str, fix: str) -> int:
     try:
         return int(value)
     except ValueError:
         fail(path, number, pid, f"{what} {value!r} is not an integer", fix)
 
 
-def _span(path: Path, number: int, pid: str, start: int, end: int, length: int | None, name: str):
-    if start < 1 or end < start or (length is not None and end > length):
-        where = f" (protein length {length})" if length is not None else ""
-        fail(
-            path,
-            number,
-            pid,
-            f"span {start}-{end}{where} is not a 1-based inclusive range inside the protein",
-            "give start <= end within the sequence, 1-based",
-        )
-    return Span(start, end, name)
+def _accession_stem(accession: str) -> str:
+    """``PF00096.26`` -> ``PF00096``: the version suffix changes with every Pfam release."""
+    stem, dot, version = accession.partition(".")
+    return stem if dot and version.isdigit() else accession
 
 
-def read_ips_tsv(
+def read_interproscan_tsv(
     path: str | Path,
     analyses: Iterable[str] | None = None,
     use_interpro: bool = False,
 ) -> Annotations:
-    """Read an InterProScan TSV (5 or 6): one span per match row, named by its signature.
+    """Read an InterProScan TSV (5 or 6, ``-f TSV``): one span per match row.
 
-    ``analyses`` keeps only those member databases (``Pfam``, ``Phobius``, ...; case as in the
-    file); ``use_interpro`` names spans by the InterPro entry (column 12) instead and skips rows
-    without one. The description of each name (column 6, or 13) is kept for reports.
+    Spans are named by the member-database signature accession (``PF00096``, ``SM00355``, ...),
+    so a concept is chosen by accession as Pfam users do; ``use_interpro`` names them by the
+    InterPro entry (column 12) instead and skips rows without one. ``analyses`` keeps only those
+    member databases (``["Pfam"]``, matched without regard to case). The sequence length column is
+    checked against each span; the description of each name (column 6, or 13) is kept for reports.
+    A file with no match row (for ``analyses``) is an error.
     """
     path = Path(path)
-    keep = {a.lower() for a in analyses} if analyses else None
+    keep = {a.lower() for a in analyses} if analyses is not None else None
     spans: dict[str, list[Span]] = {}
     desc: dict[str, str] = {}
-    fix = "give InterProScan TSV output (protein, MD5, length, analysis, accession, ...)"
     for number, raw in enumerate(iter_lines(path), start=1):
-        if not raw.strip() or raw.startswith("#"):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.startswith("#"):
             continue
-        cols = raw.rstrip("\n").split("\t")
+        cols = line.split("\t")
         if len(cols) < _IPS_MIN_COLUMNS:
-            fail(
-                path, number, None, f"{len(cols)} tab-separated columns, at least 11 expected", fix
-            )
+            problem = f"{len(cols)} tab-separated columns, at least 11 expected"
+            fail(path, number, None, problem, _IPS_FIX)
         pid = _fasta_id(cols[0])
         if not pid:
-            fail(path, number, None, "empty protein ID in column 1", fix)
-        if keep is not None and cols[3].lower() not in keep:
+            fail(path, number, None, "empty protein ID in column 1", _IPS_FIX)
+        if keep is not None and cols[3].strip().lower() not in keep:
             continue
-        length = _int(path, number, pid, cols[2], "sequence length", fix)
-        start = _int(path, number, pid, cols[6], "start", fix)
-        end = _int(path, number, pid, cols[7], "end", fix)
+        length = _int(path, number, pid, cols[2], "sequence length", _IPS_FIX)
+        start = _int(path, number, pid, cols[6], "start", _IPS_FIX)
+        end = _int(path, number, pid, cols[7], "end", _IPS_FIX)
         if use_interpro:
             name = cols[11].strip() if len(cols) > 11 else ""
             if name in ("", "-"):
@@ -106,8 +109,9 @@ def read_ips_tsv(
         else:
             name, text = cols[4].strip(), cols[5]
         if not name:
-            fail(path, number, pid, "empty signature accession in column 5", fix)
-        spans.setdefault(pid, []).append(_span(path, number, pid, start, end, length, name))
+            fail(path, number, pid, "empty signature accession in column 5", _IPS_FIX)
+        _check_span(path, number, pid, start, end, length)
+        spans.setdefault(pid, []).append(Span(start, end, name))
         if text and text != "-":
             desc.setdefault(name, text)
     if not spans:
@@ -116,49 +120,74 @@ def read_ips_tsv(
     return Annotations(spans, desc, str(path))
 
 
-def read_hmmer_domtbl(path: str | Path, max_ievalue: float | None = None) -> Annotations:
-    """Read HMMER ``--domtblout`` (hmmsearch or hmmscan): one span per domain, envelope
-    coordinates, named by the profile.
+def _domtbl_program(lines: list[str]) -> str | None:
+    """``hmmscan``/``hmmsearch`` from the ``# Program:`` trailer HMMER writes, else None."""
+    for line in lines:
+        if line.startswith("# Program:"):
+            return line.split(":", 1)[1].strip() or None
+    return None
 
-    Which column is the sequence follows the program line in the file's trailer
-    (``# Program: hmmscan`` puts the profile first); hmmsearch is assumed without one.
-    ``max_ievalue`` drops domains whose independent E-value is above it.
+
+def read_domtblout(
+    path: str | Path,
+    max_evalue: float | None = None,
+    coordinates: str = "envelope",
+    protein_column: str = "auto",
+) -> Annotations:
+    """Read HMMER ``--domtblout`` (hmmsearch, hmmscan, pyhmmer): one span per domain.
+
+    Each domain becomes a ``Span`` named by the profile's accession without its version
+    (``PF00096``, as InterProScan names it), or by the profile name when it has no accession; the
+    description of the name is the profile name and the target description. Coordinates are the
+    envelope (``env from``/``env to``, what Pfam reports as domain boundaries) or
+    ``"alignment"``. ``max_evalue`` drops domains with a larger independent E-value.
+
+    Which column is the protein depends on the program: hmmsearch (profile against proteins) puts
+    the protein in the target column, hmmscan (protein against a profile database) in the query
+    column. ``"auto"`` reads HMMER's ``# Program:`` trailer and, when it is missing (pyhmmer),
+    takes hmmsearch's layout and logs that choice; ``"target"``/``"query"`` settle it.
     """
+    if coordinates not in ("envelope", "alignment"):
+        raise ValueError(f"coordinates must be 'envelope' or 'alignment', not {coordinates!r}")
+    if protein_column not in ("auto", "target", "query"):
+        raise ValueError(f"protein_column must be auto/target/query, not {protein_column!r}")
     path = Path(path)
     lines = list(iter_lines(path))
-    program = next(
-        (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("# Program:")), "hmmsearch"
-    )
-    profile_first = program == "hmmscan"
+    if protein_column == "auto":
+        program = _domtbl_program(lines)
+        protein_column = "query" if program == "hmmscan" else "target"
+        if program is None:
+            logger.info("%s: no '# Program:' line; reading proteins from the target column", path)
+    protein_at, profile_at = (0, 3) if protein_column == "target" else (3, 0)
+    start_at = 19 if coordinates == "envelope" else 17
     spans: dict[str, list[Span]] = {}
     desc: dict[str, str] = {}
-    fix = "give the table HMMER writes with --domtblout (23 space-separated columns)"
     for number, raw in enumerate(lines, start=1):
         if not raw.strip() or raw.startswith("#"):
             continue
-        cols = raw.split(None, 22)
-        if len(cols) < 22:
-            fail(path, number, None, f"{len(cols)} columns, at least 22 expected", fix)
-        target, tacc, tlen, query, qacc, qlen = cols[:6]
-        seq, seq_len, prof, prof_acc = (
-            (query, qlen, target, tacc) if profile_first else (target, tlen, query, qacc)
-        )
-        pid = _fasta_id(seq)
-        length = _int(path, number, pid, seq_len, "sequence length", fix)
+        cols = raw.split(None, _DOMTBL_COLUMNS)
+        if len(cols) < _DOMTBL_COLUMNS:
+            fail(path, number, None, f"{len(cols)} columns, at least 22 expected", _DOMTBL_FIX)
+        pid = _fasta_id(cols[protein_at])
+        profile, accession = cols[profile_at], cols[profile_at + 1]
+        name = _accession_stem(accession) if accession != "-" else profile
+        length = _int(path, number, pid, cols[protein_at + 2], "sequence length", _DOMTBL_FIX)
         try:
             ievalue = float(cols[12])
         except ValueError:
-            fail(path, number, pid, f"i-Evalue {cols[12]!r} is not a number", fix)
-        if max_ievalue is not None and ievalue > max_ievalue:
+            fail(path, number, pid, f"i-Evalue {cols[12]!r} is not a number", _DOMTBL_FIX)
+        if max_evalue is not None and ievalue > max_evalue:
             continue
-        start = _int(path, number, pid, cols[19], "envelope start", fix)
-        end = _int(path, number, pid, cols[20], "envelope end", fix)
-        name = prof
-        spans.setdefault(pid, []).append(_span(path, number, pid, start, end, length, name))
+        which = "envelope" if coordinates == "envelope" else "alignment"
+        start = _int(path, number, pid, cols[start_at], f"{which} start", _DOMTBL_FIX)
+        end = _int(path, number, pid, cols[start_at + 1], f"{which} end", _DOMTBL_FIX)
+        _check_span(path, number, pid, start, end, length)
+        spans.setdefault(pid, []).append(Span(start, end, name))
         text = cols[22].strip() if len(cols) > 22 else ""
-        desc.setdefault(name, f"{prof_acc} {text}".strip(" -") if prof_acc != "-" else text)
+        text = "" if text == "-" else text
+        desc.setdefault(name, f"{profile} {text}".strip() if name != profile else text)
     if not spans:
-        fail(path, None, None, "no domain rows", fix)
+        fail(path, None, None, "no domain rows", _DOMTBL_FIX)
     return Annotations(spans, desc, str(path))
 
 
@@ -226,31 +255,3 @@ def read_flip(
             spans += spans_from_positions(pos, name)
         out.append(Protein(prot.id, prot.sequence, tuple(sorted(spans, key=lambda s: s.start))))
     return out
-
-
-def attach_annotations(
-    proteins: Iterable[Protein], spans: Mapping[str, list[Span]], keep_others: bool = False
-) -> list[Protein]:
-    """The proteins with the annotation file's spans (replacing theirs unless ``keep_others``).
-
-    A protein the file does not mention comes back without spans: for an annotation run over a
-    whole FASTA that is the honest reading (no match = not the entry).
-    """
-    out = []
-    for p in proteins:
-        extra = tuple(spans.get(p.id, ()))
-        for s in extra:
-            if s.end > len(p.sequence):
-                raise_range(p, s)
-        out.append(Protein(p.id, p.sequence, (p.spans if keep_others else ()) + extra))
-    return out
-
-
-def raise_range(p: Protein, s: Span) -> None:
-    fail(
-        "annotations",
-        None,
-        p.id,
-        f"span {s.name} {s.start}-{s.end} runs past the sequence ({len(p.sequence)} residues)",
-        "use the FASTA the annotations were computed from",
-    )

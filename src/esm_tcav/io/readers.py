@@ -53,8 +53,6 @@ __all__ = [
     "read_tmbed",
     "read_uniprot_dat",
     "read_pdna",
-    "read_interproscan_tsv",
-    "read_domtblout",
 ]
 
 logger = logging.getLogger("esm_tcav.io.readers")
@@ -943,130 +941,6 @@ def read_pdna(
                 )
         result.append(replace(protein, spans=tuple(spans_from_positions(pos, name))))
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Domain annotations from other tools: InterProScan TSV, HMMER domtblout
-# --------------------------------------------------------------------------------------------
-
-#: InterProScan 5 TSV columns (0-based) this reader uses; at least 11 columns per match line.
-_IPS_MIN_COLUMNS = 11
-_IPS_FIX = (
-    "give InterProScan's TSV output (-f TSV): protein, md5, length, analysis, signature, "
-    "description, start, stop, score, status, date[, InterPro, ...]"
-)
-
-
-def _accession_stem(accession: str) -> str:
-    """``PF00096.26`` -> ``PF00096``: the version suffix changes with every Pfam release."""
-    stem, dot, version = accession.partition(".")
-    return stem if dot and version.isdigit() else accession
-
-
-def read_interproscan_tsv(
-    path: str | Path, analyses: Sequence[str] | None = None
-) -> dict[str, list[Span]]:
-    """Spans per protein accession from an InterProScan 5 TSV file (``-f TSV``).
-
-    Each match line becomes a ``Span(start, stop, signature)``, named by the member-database
-    signature accession (``PF00096``, ``SM00355``, ...), so a concept is chosen by accession as
-    Pfam users do. ``analyses`` keeps only the member databases given (``["Pfam"]``; matched
-    without regard to case). The sequence length column is checked against each span; the
-    sequences themselves come from the FASTA file the user scanned (``attach_spans`` places them).
-    """
-    wanted = {a.lower() for a in analyses} if analyses is not None else None
-    spans: dict[str, list[Span]] = {}
-    for number, raw in enumerate(iter_lines(path), start=1):
-        line = raw.rstrip("\r\n")
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split("\t")
-        if len(fields) < _IPS_MIN_COLUMNS:
-            problem = f"{len(fields)} tab-separated columns (11+ expected)"
-            fail(path, number, None, problem, _IPS_FIX)
-        pid = fields[0].strip()
-        if not pid:
-            fail(path, number, None, "empty protein accession in the first column", _IPS_FIX)
-        if wanted is not None and fields[3].strip().lower() not in wanted:
-            continue
-        try:
-            length, start, end = int(fields[2]), int(fields[6]), int(fields[7])
-        except ValueError:
-            fail(
-                path,
-                number,
-                pid,
-                f"length/start/stop {fields[2]!r}/{fields[6]!r}/{fields[7]!r} are not integers",
-                _IPS_FIX,
-            )
-        _check_span(path, number, pid, start, end, length)
-        spans.setdefault(pid, []).append(Span(start, end, fields[4].strip()))
-    return spans
-
-
-_DOMTBL_COLUMNS = 22  # fixed columns before the free-text description
-_DOMTBL_FIX = "give HMMER's --domtblout output (hmmscan, hmmsearch or pyhmmer's 'domains' format)"
-
-
-def _domtbl_program(path: str | Path) -> str | None:
-    """``hmmscan``/``hmmsearch`` from the ``# Program:`` trailer HMMER writes, else None."""
-    for line in iter_lines(path):
-        if line.startswith("# Program:"):
-            return line.split(":", 1)[1].strip() or None
-    return None
-
-
-def read_domtblout(
-    path: str | Path,
-    max_evalue: float | None = None,
-    coordinates: str = "envelope",
-    protein_column: str = "auto",
-) -> dict[str, list[Span]]:
-    """Spans per protein accession from a HMMER ``--domtblout`` file.
-
-    Each domain line becomes a ``Span`` named by the profile's accession without its version
-    (``PF00096``), or by the profile name when it has no accession. Coordinates are the envelope
-    (``env from``/``env to``, what Pfam reports as domain boundaries) or ``"alignment"``.
-    ``max_evalue`` drops domains with a larger independent E-value.
-
-    Which column is the protein depends on the program: hmmsearch (profile against proteins) puts
-    the protein in the target column, hmmscan (protein against a profile database) in the query
-    column. ``"auto"`` reads HMMER's ``# Program:`` trailer and, when it is missing (pyhmmer),
-    takes hmmsearch's layout and logs that choice; ``"target"``/``"query"`` settle it.
-    """
-    if coordinates not in ("envelope", "alignment"):
-        raise ValueError(f"coordinates must be 'envelope' or 'alignment', not {coordinates!r}")
-    if protein_column not in ("auto", "target", "query"):
-        raise ValueError(f"protein_column must be auto/target/query, not {protein_column!r}")
-    if protein_column == "auto":
-        program = _domtbl_program(path)
-        protein_column = "query" if program == "hmmscan" else "target"
-        if program is None:
-            logger.info("%s: no '# Program:' line; reading proteins from the target column", path)
-    protein_at, profile_at = (0, 3) if protein_column == "target" else (3, 0)
-    length_at = protein_at + 2
-    start_at = 19 if coordinates == "envelope" else 17
-    spans: dict[str, list[Span]] = {}
-    for number, raw in enumerate(iter_lines(path), start=1):
-        if not raw.strip() or raw.startswith("#"):
-            continue
-        fields = raw.split(None, _DOMTBL_COLUMNS)
-        if len(fields) < _DOMTBL_COLUMNS:
-            fail(path, number, None, f"{len(fields)} columns (22+ expected)", _DOMTBL_FIX)
-        pid = fields[protein_at]
-        accession = fields[profile_at + 1]
-        name = _accession_stem(accession) if accession != "-" else fields[profile_at]
-        try:
-            length = int(fields[length_at])
-            start, end = int(fields[start_at]), int(fields[start_at + 1])
-            evalue = float(fields[12])
-        except ValueError:
-            fail(path, number, pid, "length, coordinates or i-Evalue are not numbers", _DOMTBL_FIX)
-        if max_evalue is not None and evalue > max_evalue:
-            continue
-        _check_span(path, number, pid, start, end, length)
-        spans.setdefault(pid, []).append(Span(start, end, name))
-    return spans
 
 
 # --------------------------------------------------------------------------------------------

@@ -219,7 +219,8 @@ def interproscan_tsv_lines(
 
     analysis = ``esm-tcav``, signature = the concept, description = the concept and layer,
     score = mean span score, status ``T``, ``date`` as dd-mm-yyyy; the MD5 is of the
-    uppercase sequence, as InterProScan computes it. ``read_interproscan_tsv`` reads it back.
+    uppercase sequence, as InterProScan computes it; ``io.annotations.read_interproscan_tsv``
+    reads it back.
     """
     md5: dict[str, str] = {}
     for pid, s in rows:

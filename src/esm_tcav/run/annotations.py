@@ -23,16 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from esm_tcav.errors import ConfigError, InputError
-from esm_tcav.io.annotations import (
-    attach_annotations,
-    read_hmmer_domtbl,
-    read_ips_tsv,
-)
+from esm_tcav.io.annotations import read_domtblout, read_interproscan_tsv
 from esm_tcav.io.files import atomic_write_text, check_output_dir
 from esm_tcav.io.locks import folder_lock
 from esm_tcav.io.logs import detach, log_to_file
 from esm_tcav.io.proteins import Protein
-from esm_tcav.io.readers import read_fasta, read_tmbed, read_uniprot_dat
+from esm_tcav.io.readers import attach_spans, read_fasta, read_tmbed, read_uniprot_dat
 from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
 from esm_tcav.run.library_build import ConceptJob, train_jobs
@@ -125,9 +121,9 @@ def read_annotated(
                 "the annotation was run on)"
             )
         ann = (
-            read_ips_tsv(path, analyses)
+            read_interproscan_tsv(path, analyses)
             if fmt == "interproscan"
-            else read_hmmer_domtbl(path, max_ievalue)
+            else read_domtblout(path, max_ievalue)
         )
         proteins = read_fasta(sequences)
         missing = sorted(set(ann.spans) - {p.id for p in proteins})
@@ -136,7 +132,7 @@ def read_annotated(
                 f"{path}: protein {missing[0]!r} ({len(missing)} in all) is not in {sequences}; "
                 "give the FASTA the annotation was run on"
             )
-        return attach_annotations(proteins, ann.spans), ann.descriptions
+        return attach_spans(proteins, ann.spans, fmt, source=path), ann.descriptions
     if fmt == "uniprot":
         return read_uniprot_dat(path, set(features) if features else None), {}
     if fmt == "tmbed":
