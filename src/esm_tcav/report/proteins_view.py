@@ -14,6 +14,7 @@ calibrated probability (issue 11), ``ProteinRow.max_score``/``mean_score`` are w
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -259,5 +260,7 @@ def detect_view(folder: Path, show: Sequence[str] | None = None, top: int = TOP_
         "mode": str(summary.get("mode")),
     }
     files = [f for f in summary.get("files", []) if (folder / f).is_file()]
-    title = f"esm-tcav: {view.name} in {summary.get('set')} proteins"
+    # an --input folder is "<name>-<12 hex of the file's sha256>": the title keeps the name
+    set_name = re.sub(r"-[0-9a-f]{12}$", "", str(summary.get("set")))
+    title = f"esm-tcav: {view.name} in {set_name} proteins"
     return write_proteins_view(folder / VIEW_NAME, title, [view], facts, files)
