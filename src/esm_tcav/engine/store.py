@@ -34,6 +34,7 @@ import numpy as np
 from esm_tcav.engine.pooling import mean_pool, span_pool
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.files import atomic_write_text, replace_dir, save_npy
+from esm_tcav.io.locks import pid_alive
 from esm_tcav.io.proteins import Protein
 
 FORMAT = "esm-tcav-store/1"
@@ -231,7 +232,7 @@ class EmbeddingStore:
         """Remove temporary shard folders that killed writers on this host left behind."""
         for tmp in self.root.glob("shard-*.tmp-*"):
             host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
-            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            if host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ writing
@@ -308,23 +309,13 @@ class EmbeddingStore:
         return final
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(path: Path) -> bool:
     """A claim whose writer is gone: a dead PID on this host, or older than `CLAIM_STALE_S`
     (PIDs mean nothing on another host, and a PID may be reused). The worst a wrong call does is
     embed a protein twice: shards never share files, and the index keeps one copy."""
     try:
         rec = json.loads(path.read_text())
-        if rec["host"] == _HOST and not _alive(int(rec["pid"])):
+        if rec["host"] == _HOST and not pid_alive(int(rec["pid"])):
             return True
         return time.time() - float(rec["time"]) > CLAIM_STALE_S
     except FileNotFoundError:

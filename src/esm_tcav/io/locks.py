@@ -125,7 +125,8 @@ def _pid_start(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that PID (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +139,7 @@ def _pid_alive(pid: int) -> bool:
 def is_stale(info: LockInfo, now: float | None = None) -> bool:
     """True when the holder recorded in `info` is certainly or (other host) presumably gone."""
     if info.host == socket.gethostname() and (not info.boot_id or info.boot_id == _boot_id()):
-        if not _pid_alive(info.pid):
+        if not pid_alive(info.pid):
             return True
         current = _pid_start(info.pid)
         return bool(info.pid_start and current and current != info.pid_start)
