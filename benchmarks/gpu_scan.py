@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from esm_tcav.concepts.cav import CAV  # noqa: E402
 from esm_tcav.engine.forward import ForwardEngine, Projection, describe_device  # noqa: E402
 from esm_tcav.io.proteins import Protein  # noqa: E402
-from esm_tcav.models.esm2 import Esm2  # noqa: E402
+from esm_tcav.models.esm2 import Esm2, esm2_config  # noqa: E402
 from esm_tcav.models.loading import load_model  # noqa: E402
 from esm_tcav.models.registry import get_spec  # noqa: E402
 
@@ -69,27 +69,11 @@ def peak_gib() -> float:
 
 
 def random_model(shape: str, device: str) -> Esm2:
-    from transformers import EsmConfig, EsmModel
+    from transformers import EsmModel
 
     name, hidden, layers, heads, inter, _ = SHAPES[shape]
     spec = get_spec(name)
-    cfg = EsmConfig(
-        vocab_size=len(spec.vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=inter,
-        max_position_embeddings=1026,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        mask_token_id=32,
-        pad_token_id=1,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    cfg._attn_implementation = "sdpa"
+    cfg = esm2_config(len(spec.vocab), hidden, layers, heads, inter, 1026)
     torch.manual_seed(0)
     model = EsmModel(cfg, add_pooling_layer=False).eval().to(device)
     for p in model.parameters():

@@ -43,6 +43,7 @@ from esm_tcav.engine.batching import padded_batches
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_text, replace_dir, save_figure
+from esm_tcav.models.base import ProteinLM
 
 log = logging.getLogger("esm_tcav.concepts.tcav")
 
@@ -327,19 +328,15 @@ def _all_layer_gradients(
     from esm_tcav.ui import progress_bar
 
     grads = {layer: np.zeros((len(seqs), loaded.hidden_size)) for layer in layers}
-    groups = [layers]
+    # a backend that keeps the base `forward_between` can only run to the end: one pass a layer
+    one_pass = type(loaded).forward_between is not ProteinLM.forward_between
+    groups = [layers] if one_pass else [[layer] for layer in layers]
     with progress_bar(len(seqs), f"tcav ({kind})") as advance:
         for idx in batches:
             batch = [seqs[i] for i in idx]
             for group in groups:
-                try:
-                    for layer, g in layer_gradients(loaded, batch, group, target).items():
-                        grads[layer][idx] = g
-                except NotImplementedError:  # the backend runs only to the end
-                    groups = [[layer] for layer in layers]
-                    for layer in layers:
-                        grads[layer][idx] = summed_gradients(loaded, batch, layer, target)
-                    break
+                for layer, g in layer_gradients(loaded, batch, group, target).items():
+                    grads[layer][idx] = g
             advance(len(idx), sum(len(s) for s in batch))
     return grads
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
-import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -256,7 +255,8 @@ def _weights_problem(path: Path, exc: Exception) -> str:
     empty = [p for p in found if p.stat().st_size == 0]
     if empty:
         return f"{empty[0]}: empty file (0 bytes); the download or copy is incomplete, redo it"
-    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+    # torch's weights-only unpickler refuses with pickle.UnpicklingError: named, not imported
+    if type(exc).__name__ == "UnpicklingError" or "weights_only" in str(exc):
         return (
             f"{found[0]}: refused, the pickle holds more than tensors and is never executed "
             "(weights_only=True); convert it to model.safetensors with a trusted tool"
@@ -299,6 +299,31 @@ def fair_esm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def esm2_config(
+    vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int, max_positions: int
+) -> EsmConfig:
+    """The Hugging Face config of an ESM-2 as fair-esm trains it: rotary positions, token
+    dropout (embeddings scaled by 0.88), no embedding LayerNorm, SDPA attention."""
+    config = EsmConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        mask_token_id=32,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    config._attn_implementation = "sdpa"
+    return config
+
+
 def load_fair_esm_pt(path: Path, spec: ModelSpec | None, device: str, dtype: torch.dtype) -> Esm2:
     """A fair-esm `.pt` checkpoint, read with weights_only=True and converted to HF layout."""
     if path.stat().st_size == 0:
@@ -329,23 +354,14 @@ def load_fair_esm_pt(path: Path, spec: ModelSpec | None, device: str, dtype: tor
         or (cfg.get("encoder_attention_heads") if isinstance(cfg, dict) else None)
         or spec.num_heads
     )
-    config = EsmConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=state["esm.encoder.layer.0.intermediate.dense.weight"].shape[0],
-        max_position_embeddings=spec.max_tokens + 2,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        mask_token_id=32,
-        pad_token_id=1,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    config = esm2_config(
+        vocab_size,
+        hidden,
+        layers,
+        heads,
+        state["esm.encoder.layer.0.intermediate.dense.weight"].shape[0],
+        spec.max_tokens + 2,
     )
-    config._attn_implementation = "sdpa"
     has_lm = "lm_head.dense.weight" in state
     model = EsmForMaskedLM(config) if has_lm else EsmModel(config, add_pooling_layer=False)
     if not has_lm:
