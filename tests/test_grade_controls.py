@@ -93,6 +93,31 @@ def test_decoding_choice_merges_dips_and_drops_blips():
     assert len(dec["grid"]) == 36
 
 
+def test_decoding_leaves_the_default_only_on_evidence():
+    """Single-residue sites on 40 proteins: the default (minimum length 5) finds none, the grid's
+    best (no smoothing, length 1) finds them all, far beyond one bootstrap SE. A concept whose
+    training proteins cannot tell settings apart keeps the default."""
+    rng = np.random.default_rng(1)
+    scores, truth = [], []
+    for _ in range(40):
+        s = rng.normal(-2, 0.3, 100)
+        sites = rng.choice(np.arange(5, 95, 10), 4, replace=False)
+        s[sites] = 3.0
+        scores.append(s)
+        truth.append([(int(i) + 1, int(i) + 1) for i in sorted(sites)])
+    dec = choose_decoding(scores, truth, 0.0)
+    assert not dec["kept_default"] and dec["min_span_length"] == 1
+    assert dec["smoothing_window"] == 1 and dec["symmetric_iou"] == pytest.approx(1.0)
+    assert dec["gain_over_default"] > 0.9 and dec["gain_over_default"] > dec["gain_se"]
+    # a domain every setting finds exactly: nothing beats the default, so it stays
+    flat = [np.r_[np.full(30, -3.0), np.full(40, 3.0), np.full(30, -3.0)] for _ in range(4)]
+    dec = choose_decoding(flat, [[(31, 70)]] * 4, 0.0)
+    assert dec["kept_default"] and dec["gain_over_default"] <= dec["gain_se"]
+    assert {k: dec[k] for k in ("smoothing_window", "min_span_length", "merge_gap")} == {
+        "smoothing_window": 5, "min_span_length": 5, "merge_gap": 3
+    }  # fmt: skip
+
+
 def test_platt_recovers_a_known_logistic():
     rng = np.random.default_rng(0)
     s = rng.normal(0, 2, 50_000)

@@ -180,11 +180,17 @@ def test_detect_input_on_stored_proteins_embeds_nothing(tmp_path, tiny_hf_folder
     out = json.loads(res.stdout)
     assert out["embedded_now"] == 0 and out["states_from"] == "store" and out["proteins"] == 8
     assert sorted(p.name for p in store.glob("*/shard-*")) == before  # nothing written
-    # one new protein: exactly that one is embedded (into the store)
+    # one new protein: by default scored from the forward pass, and the store does not grow
     (tmp_path / "new.fasta").write_text(
         f">fresh\nMKLVCWHCHWCYHWCHPQRSTVADEGIK\n>{stored[5].id}\n{stored[5].sequence}\n"
     )
-    res = CliRunner().invoke(app, ["detect", str(cfg_path), "--input", str(tmp_path / "new.fasta")])
+    new = ["detect", str(cfg_path), "--input", str(tmp_path / "new.fasta")]
+    res = CliRunner().invoke(app, new)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["states_from"] == "forward pass"
+    assert sorted(p.name for p in store.glob("*/shard-*")) == before
+    # store.keep_inputs: exactly the new one is embedded into the store
+    res = CliRunner().invoke(app, [*new, "--set", "store.keep_inputs=true"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["embedded_now"] == 1
     assert len(list(store.glob("*/shard-*"))) == len(before) + 1

@@ -58,6 +58,10 @@ class StoreSection(_Section):
     # the embedding store's folder, shared by any number of runs, configs and libraries on the
     # same model (keyed by model fingerprint + layer + sequence); None: <output_dir>/embeddings
     path: str | None = None
+    # `detect --input`: proteins outside the run's own dataset are scored from the forward pass
+    # and never stored, so the store is bounded by the concept's data, not by what is scanned;
+    # true keeps their per-residue states (re-detecting a file is then a read, the store grows)
+    keep_inputs: bool = False
 
 
 class DataSection(_Section):

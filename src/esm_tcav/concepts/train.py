@@ -520,7 +520,7 @@ def _fit_evaluate(
     default_value = thresholds["methods"][thc.method]["value"]
     if thr_ex.kind == "residue":
         per_prot, truth = _per_protein(thr_ex, rows, thr_scores)
-        thresholds["decoding"] = choose_decoding(per_prot, truth, default_value)
+        thresholds["decoding"] = choose_decoding(per_prot, truth, default_value, seed=seed)
         thresholds["decoding"]["chosen_on"] = thresholds_from
     residue_f1 = None
     if residue_scores is not None:

@@ -332,9 +332,13 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
     if not proteins:
         raise InputError(f"{input_path or 'test set'}: no proteins to scan")
 
-    # 2. where the states come from: the store (the held-out set or an --input file; only
-    # proteins it lacks are embedded, into it) or, for sliding windows, a streaming embedder
+    # 2. where the states come from: the store (the held-out set, embedded into it if missing;
+    # an --input file only when all of it is stored or store.keep_inputs) or the forward pass
     from_store = mode == "one-pass" and cfg.embed.per_residue and all(n in ctx.layers for n in cavs)
+    if from_store and input_path is not None and not cfg.store.keep_inputs:
+        # proteins from --input are not the concept's data: read them only if all are stored
+        # already, else score them from the forward pass and store nothing (store.keep_inputs)
+        from_store = not ctx.store.missing(proteins, sorted(cavs), residues=True)
     embedded_now = len(proteins)
     if from_store:
         embedded_now = ctx.ensure_embeddings(proteins)
