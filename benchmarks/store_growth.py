@@ -93,7 +93,13 @@ def main() -> None:
             row[f"{mode}_states_from"] = summary["states_from"]
             spans[mode] = (Path(summary["output"]) / "spans.tsv").read_text()
             shutil.rmtree(store)
-        row["spans_identical"] = spans["default"] == spans["keep_inputs"]
+        a, b = (
+            {tuple(r.split("\t")[:3]) for r in spans[m].splitlines()[1:]}  # protein, start, end
+            for m in ("default", "keep_inputs")
+        )
+        row["spans_identical"] = a == b
+        row["span_rows"] = len(b)
+        row["span_rows_differing"] = len(a ^ b)
         row["time_ratio_default_vs_keep"] = round(row["default_s"] / row["keep_inputs_s"], 3)
         rows.append(row)
         print(
@@ -101,7 +107,8 @@ def main() -> None:
             f"{row['default_growth_bytes'] / 2**20:.2f} MiB vs keep_inputs "
             f"{row['keep_inputs_growth_bytes'] / 2**20:.1f} MiB; detect {row['default_s']:.1f} s "
             f"vs {row['keep_inputs_s']:.1f} s (ratio {row['time_ratio_default_vs_keep']:.2f}); "
-            f"spans identical: {row['spans_identical']}",
+            f"spans identical: {row['spans_identical']} ({row['span_rows_differing']} of "
+            f"{row['span_rows']} rows differ)",
             flush=True,
         )
     small, large = rows

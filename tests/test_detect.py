@@ -233,8 +233,8 @@ def test_detect_on_an_input_file_scores_it_without_growing_the_store(trained, tm
 
 def test_held_out_spans_are_the_same_from_the_store_and_the_forward_pass(trained, tmp_path):
     """The held-out set is read from the store (float16 states); as an --input file against an
-    empty store the same proteins are scored from the forward pass (float32). The spans must not
-    depend on where the states came from."""
+    empty store the same proteins are scored from the forward pass, rounded to the store's
+    precision. The spans must not depend on where the states came from."""
     from esm_tcav.io.writers import write_fasta  # noqa: I001
 
     ctx = ctx_for(trained, **{"detect.layer": 1})

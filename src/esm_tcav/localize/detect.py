@@ -100,9 +100,16 @@ def iter_one_pass_scores(
     embedder: ForwardEngine,
     proteins: Iterable[Protein],
     cavs: dict[int, CAV],
+    precision: str | None = None,
 ) -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
-    """Raw per-residue scores from one forward pass per protein, for every layer's CAV."""
+    """Raw per-residue scores from one forward pass per protein, for every layer's CAV.
+
+    `precision` (the store's `embed.residue_dtype`) rounds the states as the store would first,
+    so a protein's scores and spans do not depend on whether it was stored, and match the
+    stored training scores its threshold and decoding were set on."""
     for prot, states in embedder.iter_residue_states(proteins):
+        if precision is not None:
+            states = {n: st.astype(precision) for n, st in states.items()}
         yield prot, {layer: cav.score_residues(states[layer]) for layer, cav in cavs.items()}
 
 
@@ -364,7 +371,7 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
 
         def scored() -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
             if mode == "one-pass":
-                return iter_one_pass_scores(embedder, proteins, cavs)
+                return iter_one_pass_scores(embedder, proteins, cavs, cfg.embed.residue_dtype)
             return iter_sliding_window_scores(embedder, proteins, cavs, dc.window, dc.stride)
 
     # span decoding: the concept's own (chosen on out-of-fold training scores), unless the
