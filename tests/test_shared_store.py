@@ -471,6 +471,49 @@ def test_library_build_and_a_run_share_the_store(tmp_path, tiny_hf_folder, tiny_
     assert json.loads(res.stdout)["embedded_now"] == 0 and len(_rows(store)) == n_rows
 
 
+def test_library_build_embeds_the_union_of_its_concepts_in_one_pass(
+    tmp_path, tiny_hf_folder, tiny_registry
+):
+    """Two concepts with disjoint proteins: concept by concept would write one shard each; one
+    pass over the union writes one shard holding every sequence once."""
+    from tests.test_library import DEFAULTS, model_section, write_sources
+
+    write_sources(tmp_path)
+    shifted = []
+    for line in (tmp_path / "pos.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        rec["accession"], rec["sequence"] = "g" + rec["accession"], "G" + rec["sequence"]
+        for a in rec["ground_truth_annotations"]:
+            a["start"], a["end"] = a["start"] + 1, a["end"] + 1
+        shifted.append(json.dumps(rec))
+    (tmp_path / "pos2.jsonl").write_text("\n".join(shifted) + "\n")
+    neg = read_fasta(tmp_path / "neg.fasta")
+    (tmp_path / "neg2.fasta").write_text("".join(f">g{p.id}\nG{p.sequence}\n" for p in neg))
+    lib_cfg = tmp_path / "library.yaml"
+    concepts = [
+        {"name": name, "data": {"positives": pos, "negatives": negs, "test_fraction": 0.35}}
+        for name, pos, negs in (("a", "pos.jsonl", "neg.fasta"), ("b", "pos2.jsonl", "neg2.fasta"))
+    ]
+    lib_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": model_section(tiny_hf_folder, tiny_registry),
+                "defaults": DEFAULTS,
+                "concepts": concepts,
+            }
+        )
+    )
+    store = tmp_path / "store"
+    res = CliRunner().invoke(
+        app,
+        ["library", "build", str(lib_cfg), "--out", str(tmp_path / "lib"), "--store", str(store)],
+    )
+    assert res.exit_code == 0, res.output
+    rows = _rows(store)
+    assert len(rows) == len(set(rows)) == 56  # 2 x (14 positives + 14 negatives), each once
+    assert len(list(store.glob("*/shard-*"))) == 1
+
+
 def test_slurm_jobs_carry_the_store(tmp_path, tiny_hf_folder, tiny_registry):
     from esm_tcav.config import load_config
     from esm_tcav.run.slurm import write_scan_scripts, write_scripts

@@ -40,6 +40,7 @@ from esm_tcav.run.dataset import split_by_protein
 from esm_tcav.ui import iter_progress
 
 if TYPE_CHECKING:
+    from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.models.base import ProteinLM
     from esm_tcav.run.context import RunContext
 
@@ -121,11 +122,16 @@ def _derive_data(spec: ConceptSpec, base: Path, folder: Path, seed: int) -> tupl
 
 
 def _shared_context(
-    cfg: Config, loaded: ProteinLM | None, store_root: Path, prepare: bool = True
+    cfg: Config,
+    loaded: ProteinLM | None,
+    store_root: Path,
+    stores: dict[Path, EmbeddingStore] | None = None,
+    prepare: bool = True,
 ) -> RunContext:
     """A RunContext that reuses one loaded model and one embedding store for every concept
-    (the config's `store.path` when set, shared beyond this library, else `store_root`),
-    validated (inputs, model) and, with `prepare`, its folder created."""
+    (the config's `store.path` when set, shared beyond this library, else `store_root`; the
+    same object from `stores` when given), validated (inputs, model) and, with `prepare`, its
+    folder created."""
     from esm_tcav.engine.store import EmbeddingStore
     from esm_tcav.run.context import RunContext  # noqa: F811 (loads the model stack)
 
@@ -135,9 +141,36 @@ def _shared_context(
     ctx.validate()
     if prepare:
         ctx.prepare()
-    root = cfg.store_dir if cfg.store.path else store_root
-    ctx.use_store(EmbeddingStore(root, ctx.loaded.fingerprint, cfg.embed.residue_dtype))
+    root = Path(cfg.store_dir if cfg.store.path else store_root)
+    stores = {} if stores is None else stores
+    if root not in stores:
+        stores[root] = EmbeddingStore(root, ctx.loaded.fingerprint, cfg.embed.residue_dtype)
+    ctx.use_store(stores[root])
     return ctx
+
+
+def _embed_union(contexts: list[tuple]) -> None:
+    """One embedding pass over the union of every concept's proteins (and the background
+    population they draw from), before any concept trains: each sequence once, in batches
+    that mix concepts, so training then only reads the store."""
+    from esm_tcav.ui import progress_bar
+
+    by_store: dict[int, tuple] = {}
+    for _, _, ctx in contexts:
+        _, proteins = by_store.setdefault(id(ctx.store), (ctx, []))
+        proteins.extend(ctx.dataset.proteins)
+    for ctx, proteins in by_store.values():
+        todo = ctx.store.missing(proteins, ctx.layers, ctx.cfg.embed.per_residue)
+        if not todo:
+            continue
+        with progress_bar(len(todo), "library embed") as advance:
+            done = ctx.ensure_embeddings(todo, progress=advance)
+        log.info(
+            "library: %d distinct proteins embedded in one pass (%d of the concepts' proteins "
+            "were stored already)",
+            done,
+            len({p.seq_hash for p in proteins}) - done,
+        )
 
 
 def _file_record(path: Path | None) -> dict | None:
@@ -479,8 +512,9 @@ def train_jobs(
     out = Path(out).resolve()
     work = out / "work"
     results = {}
-    for job in iter_progress(jobs, "library build", "concepts"):
-        t0 = time.perf_counter()
+    contexts: list[tuple[ConceptJob, Config, RunContext]] = []
+    stores: dict[Path, EmbeddingStore] = {}  # one store object per folder, shared by concepts
+    for job in jobs:
         folder = work / job.name
         doc = _merge(
             defaults,
@@ -497,8 +531,12 @@ def train_jobs(
             doc["store"] = {"path": str(Path(store).resolve())}
         doc["steps"] = list(STEPS[: STEPS.index("detect") + 1])  # no tcav, no report
         cfg = config_from_dict(doc, f"{origin}: concept {job.name}", base)
-        ctx = _shared_context(cfg, loaded, work / "embeddings")
+        ctx = _shared_context(cfg, loaded, work / "embeddings", stores)
         loaded = ctx.loaded
+        contexts.append((job, cfg, ctx))
+    _embed_union(contexts)
+    for job, cfg, ctx in iter_progress(contexts, "library build", "concepts"):
+        t0 = time.perf_counter()
         log.info("library: concept %s (%s)", job.name, cfg.out)
         concept, metrics = train_concept(ctx, job.hmm, base)
         concept.provenance = _provenance(cfg, dict(job.provenance), job.counts)
