@@ -413,15 +413,12 @@ def _all_layer_gradients(
 
 def plot_tcav(path: Path, result: dict) -> None:
     """Bars per layer: the concept's TCAV score and the random CAVs' mean ± sd; n.s. marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from esm_tcav.io.plots import new_figure  # matplotlib's object API: no pyplot to import
 
     layers = list(result["layers"])
     x = np.arange(len(layers))
     rows = [result["layers"][k] for k in layers]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(layers) + 2), 4.0))
+    fig, ax = new_figure(max(4.5, 1.3 * len(layers) + 2), 4.0)
     ax.bar(x - 0.2, [r["score"] for r in rows], 0.4, color="#1f77b4", label="concept CAV")
     ax.bar(
         x + 0.2,
@@ -452,4 +449,3 @@ def plot_tcav(path: Path, result: dict) -> None:
     ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)
