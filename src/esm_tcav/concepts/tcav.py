@@ -9,8 +9,11 @@ directional derivative ∇h f(h) · v at the tapped layer is positive. Here:
   mean log-likelihood of the true residues (nothing masked).
 - the derivative moves every residue's state along v at once (BOS/EOS excluded, since the CAV was
   trained on residue states): S(x) = d/dε f(h + ε·v on all residues) at ε = 0 = Σ_i ∂f/∂h_i · v.
-  So one backward pass per protein and layer gives g = Σ_i ∂f/∂h_i, and S for the concept CAV
-  and every random CAV is one dot product each.
+  So one backward pass per batch gives g = Σ_i ∂f/∂h_i at every tapped layer, and S for the
+  concept CAV and every random CAV is one matrix product per layer. The pass: no autograd up
+  to the shallowest tapped layer, then packed rows as the forward engine batches them (no
+  padding) where the backend has a packed forward, with the last layer run for token 0 alone
+  when the head reads nothing else.
 - TCAV score = fraction of proteins with S > 0; magnitude form = Σ max(S, 0) / Σ |S| (the share
   of the derivative mass that is positive; 0.5 means no preferred direction either way).
 - significance: the concept CAV's score against the random CAVs' scores. With one concept CAV
