@@ -124,6 +124,21 @@ def test_forward_from_any_layer_continues_the_forward(kind, esmc_files, prott5_f
             assert torch.allclose(final[real], states[3][real], atol=1e-5), k
 
 
+def test_esmc_packed_gradients_equal_padded_ones(esmc_files):
+    """Gradient TCAV on ESM-C runs on packed rows (`between`, all layers in one pass); the
+    padded reference takes one pass per layer (ESM-C stops only at the end)."""
+    from esm_tcav.concepts.tcav import layer_gradients, make_target, summed_gradients
+
+    m = _load(esmc_files, "tiny_esmc")
+    m.to(dtype=torch.float64)
+    target = make_target(m, "masked_lm")
+    packed = layer_gradients(m, SEQS, [1, 2, 3], target, m.packed_encoder())
+    for layer in (1, 2, 3):
+        padded = summed_gradients(m, SEQS, layer, target)
+        assert np.allclose(packed[layer], padded, rtol=1e-9, atol=1e-12), layer
+    assert np.abs(packed[1]).max() > 1e-6
+
+
 def test_esmc_packed_equals_padded_and_batching_changes_nothing(esmc_files):
     m = load_model("tiny_esmc", esmc_files["folder"], registry_file=esmc_files["registry"])
     packed = ForwardEngine(m, [0, 2, 3])

@@ -26,8 +26,17 @@ from .conftest import tiny_config
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MKVLAC", "ACDEFGHIKLMNPQRSTVWY"]
 
 
+def _gradients(m, seqs, layers, target, path: str) -> dict[int, np.ndarray]:
+    """The padded pass (`forward`/`forward_between`) or the packed one (what the stage runs:
+    one packed row, the last layer for token 0 alone under a classification head)."""
+    return layer_gradients(
+        m, seqs, layers, target, m.packed_encoder() if path == "packed" else None
+    )
+
+
+@pytest.mark.parametrize("path", ["padded", "packed"])
 @pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
-def test_directional_derivative_matches_finite_difference(fixture, request, tiny_registry):
+def test_directional_derivative_matches_finite_difference(fixture, path, request, tiny_registry):
     m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
     m.to(dtype=torch.float64)
     kind = target_kind(m)
@@ -39,7 +48,7 @@ def test_directional_derivative_matches_finite_difference(fixture, request, tiny
     tokens, mask = m.alphabet.batch(SEQS)
     eps = 1e-4
     for layer in (0, 1, 2, 3):
-        s = summed_gradients(m, SEQS, layer, target) @ v
+        s = _gradients(m, SEQS, [layer], target, path)[layer] @ v
         with torch.no_grad():
             h = m.forward(tokens, mask, [layer])[layer]
         step = torch.zeros_like(h)
@@ -56,9 +65,10 @@ def test_directional_derivative_matches_finite_difference(fixture, request, tiny
             assert np.all(np.abs(s) > 1e-6)
 
 
+@pytest.mark.parametrize("path", ["padded", "packed"])
 @pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
 def test_one_backward_pass_gives_every_layer_as_one_pass_per_layer_does(
-    fixture, request, tiny_registry
+    fixture, path, request, tiny_registry
 ):
     """The derivatives at layers 0..3 from ONE forward/backward pass (the intermediate states
     stay in the graph) equal those of a separate pass per layer, which the finite-difference
@@ -66,12 +76,30 @@ def test_one_backward_pass_gives_every_layer_as_one_pass_per_layer_does(
     m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
     m.to(dtype=torch.float64)
     target = make_target(m, target_kind(m), 1)
-    together = layer_gradients(m, SEQS, [3, 0, 2, 1], target)
+    together = _gradients(m, SEQS, [3, 0, 2, 1], target, path)
     assert sorted(together) == [0, 1, 2, 3]
     for layer in range(4):
-        alone = summed_gradients(m, SEQS, layer, target)
+        alone = _gradients(m, SEQS, [layer], target, path)[layer]
         assert np.allclose(together[layer], alone, rtol=1e-10, atol=1e-12), layer
     assert np.abs(together[1]).max() > 1e-6
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hf_folder", "tiny_mlm_folder"])
+def test_packed_pass_gives_the_padded_gradients(fixture, request, tiny_registry):
+    """In float32, as the stage runs: the packed row (and, under the classification head, the
+    last layer for token 0 alone) gives the padded batch's gradients within float noise, and
+    the exact zeros at the last layer where the head reads token 0 alone."""
+    m = load_model("tiny_esm2", request.getfixturevalue(fixture), registry_file=tiny_registry)
+    target = make_target(m, target_kind(m), 1)
+    seqs = [*SEQS, "MKT", SEQS[0] * 3]
+    padded = _gradients(m, seqs, [1, 2, 3], target, "padded")
+    packed = _gradients(m, seqs, [1, 2, 3], target, "packed")
+    for layer in (1, 2, 3):
+        scale = np.abs(padded[layer]).max()
+        if m.head_reads_first_token and layer == 3:
+            assert scale == 0 and not packed[layer].any()
+            continue
+        assert np.abs(packed[layer] - padded[layer]).max() <= 1e-5 * scale, layer
 
 
 def test_batched_gradients_equal_one_by_one(tiny_hf_folder, tiny_registry):

@@ -9,8 +9,11 @@ directional derivative ∇h f(h) · v at the tapped layer is positive. Here:
   mean log-likelihood of the true residues (nothing masked).
 - the derivative moves every residue's state along v at once (BOS/EOS excluded, since the CAV was
   trained on residue states): S(x) = d/dε f(h + ε·v on all residues) at ε = 0 = Σ_i ∂f/∂h_i · v.
-  So one backward pass per protein and layer gives g = Σ_i ∂f/∂h_i, and S for the concept CAV
-  and every random CAV is one dot product each.
+  So one backward pass per batch gives g = Σ_i ∂f/∂h_i at every tapped layer, and S for the
+  concept CAV and every random CAV is one matrix product per layer. The pass: no autograd up
+  to the shallowest tapped layer, then packed rows as the forward engine batches them (no
+  padding) where the backend has a packed forward, with the last layer run for token 0 alone
+  when the head reads nothing else.
 - TCAV score = fraction of proteins with S > 0; magnitude form = Σ max(S, 0) / Σ |S| (the share
   of the derivative mass that is positive; 0.5 means no preferred direction either way).
 - significance: the concept CAV's score against the random CAVs' scores. With one concept CAV
@@ -39,11 +42,11 @@ import numpy as np
 import torch
 
 from esm_tcav.concepts.stats import add_qvalues, compare_to_randoms, tcav_verdict
-from esm_tcav.engine.batching import padded_batches
+from esm_tcav.engine.batching import pack_rows, packed_batches, padded_batches
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError, ConfigError, ModelMismatchError
 from esm_tcav.io.files import atomic_write_text, replace_dir, save_figure
-from esm_tcav.models.base import ProteinLM
+from esm_tcav.models.base import PackedForward, ProteinLM
 
 log = logging.getLogger("esm_tcav.concepts.tcav")
 
@@ -115,7 +118,11 @@ def _residue_mask(lengths: list[int], width: int, offset: int) -> torch.Tensor:
 
 
 def layer_gradients(
-    loaded, seqs: list[str], layers: list[int], target: Target
+    loaded: ProteinLM,
+    seqs: list[str],
+    layers: list[int],
+    target: Target,
+    packed: PackedForward | None = None,
 ) -> dict[int, np.ndarray]:
     """g_l = Σ_residues ∂f/∂h_i at every layer l, one row [H] per sequence (float64).
 
@@ -123,9 +130,17 @@ def layer_gradients(
     that requires grad (the weights stay frozen), the model continues from there through every
     other tapped layer to f, and ONE backward pass gives the derivatives at all of them (a
     derivative at an intermediate state is the derivative of f with respect to that state).
-    Backends without `forward_between` raise NotImplementedError for more than one layer.
+
+    `packed` (the backend's `packed_encoder()`): the sequences run as one packed row (no
+    padding, attention within each protein, as the forward engine runs them), and under a head
+    that reads token 0 alone the last layer runs for that token only: the derivative at the
+    last layer is then 0 at every residue, as the full pass gives it. Without `packed`: one
+    padded batch; backends without `forward_between` raise NotImplementedError for more than
+    one layer.
     """
     layers = sorted(layers)
+    if packed is not None:
+        return _packed_gradients(loaded, packed, seqs, layers, target)
     tokens, mask = loaded.alphabet.batch(seqs)
     device = loaded.device
     tokens, mask = tokens.to(device), mask.to(device)
@@ -149,6 +164,62 @@ def layer_gradients(
         else (g.double() * weight).sum(1).cpu().numpy()
         for layer, g in zip(layers, grads, strict=True)
     }
+
+
+def _packed_gradients(
+    loaded: ProteinLM, packed: PackedForward, seqs: list[str], layers: list[int], target: Target
+) -> dict[int, np.ndarray]:
+    """`layer_gradients` on one packed row (see there)."""
+    device, last, n = loaded.device, loaded.num_layers, len(seqs)
+    flat, cu_host, positions = pack_rows([loaded.alphabet.encode_array(s) for s in seqs])
+    lengths = np.diff(cu_host)
+    owner = np.repeat(np.arange(n), lengths)  # the protein of every token
+    width = int(lengths.max())
+    tokens = torch.from_numpy(flat).to(device)
+    cu = torch.tensor(cu_host, dtype=torch.int32, device=device)
+    pos = torch.from_numpy(positions).to(device)
+    with torch.no_grad():
+        h = packed(tokens, cu, cu_host, pos, width, [layers[0]])[layers[0]]
+    h = h.detach().requires_grad_(True)
+    first_only = loaded.head_reads_first_token
+
+    def run(start: int, stop: int, x: torch.Tensor, first: bool = False) -> torch.Tensor:
+        return packed.between(start, stop, x, cu, cu_host, pos, width, first)
+
+    with torch.enable_grad():
+        states, prev = {layers[0]: h}, layers[0]
+        for layer in layers[1:]:
+            if first_only and layer == last:  # the head reads token 0: 0 at every residue
+                break
+            states[layer] = run(prev, layer, states[prev])
+            prev = layer
+        if first_only:  # [P, 1, H]: the only final states the head reads (no residue among them)
+            final = run(prev, last, states[prev], True).unsqueeze(1)
+            ids = tokens[cu[:-1].long()].unsqueeze(1)
+            f = target(final, ids, torch.zeros(ids.shape, dtype=torch.bool, device=device))
+        else:  # back to a padded [P, T, H] batch for the target
+            final = run(prev, last, states[prev])
+            at = (torch.from_numpy(owner).to(device), pos)
+            padded = final.new_zeros(n, width, final.shape[-1]).index_put(at, final)
+            ids = torch.full((n, width), loaded.alphabet.pad_id, device=device)
+            residues = _residue_mask([len(s) for s in seqs], width, loaded.residue_offset)
+            f = target(padded, ids.index_put(at, tokens), residues.to(device))
+        tapped = list(states)
+        grads = torch.autograd.grad(f.sum(), [states[x] for x in tapped], allow_unused=True)
+    by_layer = dict(zip(tapped, grads, strict=True))
+    # Σ over each protein's residue rows, in float64
+    offset = loaded.residue_offset
+    residue_of = positions - offset < np.repeat([len(s) for s in seqs], lengths)
+    keep = np.nonzero((positions >= offset) & residue_of)[0]
+    rows = torch.from_numpy(keep).to(device)
+    to = torch.from_numpy(owner[keep]).to(device)
+    out = {}
+    for layer in layers:
+        sums = torch.zeros(n, h.shape[-1], dtype=torch.float64, device=device)
+        if (g := by_layer.get(layer)) is not None:
+            sums.index_add_(0, to, g[rows].double())
+        out[layer] = sums.cpu().numpy()
+    return out
 
 
 def summed_gradients(loaded, seqs: list[str], layer: int, target: Target) -> np.ndarray:
@@ -237,9 +308,7 @@ def run_tcav(ctx: StageContext) -> dict:
             truncated[0],
         )
     budget = max(cfg.embed.toks_per_batch // 2, limit + 2)
-    batches = padded_batches([len(s) for s in seqs], budget)
-
-    grads = _all_layer_gradients(loaded, seqs, sorted(arts), batches, target, kind)
+    grads = _all_layer_gradients(loaded, seqs, sorted(arts), budget, target, kind)
     layers_out: dict[str, dict] = {}
     for layer, art in arts.items():
         grads_l = grads[layer]
@@ -321,21 +390,25 @@ def run_tcav(ctx: StageContext) -> dict:
 
 
 def _all_layer_gradients(
-    loaded, seqs: list[str], layers: list[int], batches: list[list[int]], target: Target, kind: str
+    loaded: ProteinLM, seqs: list[str], layers: list[int], budget: int, target: Target, kind: str
 ) -> dict[int, np.ndarray]:
-    """Summed gradients [proteins, H] at every layer: one pass per batch for all layers where
-    the backend can stop between layers, else one pass per batch and layer."""
+    """Summed gradients [proteins, H] at every layer, batches of at most `budget` tokens sorted
+    by length. As the forward engine: packed rows where the backend has a packed forward (one
+    pass per batch for all layers), else padded batches, one pass per batch for all layers where
+    the backend can stop between layers and one pass per batch and layer where it cannot."""
     from esm_tcav.ui import progress_bar
 
     grads = {layer: np.zeros((len(seqs), loaded.hidden_size)) for layer in layers}
+    packed = loaded.packed_encoder() if loaded.supports_packed else None
     # a backend that keeps the base `forward_between` can only run to the end: one pass a layer
-    one_pass = type(loaded).forward_between is not ProteinLM.forward_between
+    one_pass = packed is not None or type(loaded).forward_between is not ProteinLM.forward_between
     groups = [layers] if one_pass else [[layer] for layer in layers]
+    group = packed_batches if packed is not None else padded_batches
     with progress_bar(len(seqs), f"tcav ({kind})") as advance:
-        for idx in batches:
+        for idx in group([len(s) for s in seqs], budget):
             batch = [seqs[i] for i in idx]
-            for group in groups:
-                for layer, g in layer_gradients(loaded, batch, group, target).items():
+            for layer_group in groups:
+                for layer, g in layer_gradients(loaded, batch, layer_group, target, packed).items():
                     grads[layer][idx] = g
             advance(len(idx), sum(len(s) for s in batch))
     return grads
@@ -343,15 +416,12 @@ def _all_layer_gradients(
 
 def plot_tcav(path: Path, result: dict) -> None:
     """Bars per layer: the concept's TCAV score and the random CAVs' mean ± sd; n.s. marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from esm_tcav.io.plots import new_figure  # matplotlib's object API: no pyplot to import
 
     layers = list(result["layers"])
     x = np.arange(len(layers))
     rows = [result["layers"][k] for k in layers]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(layers) + 2), 4.0))
+    fig, ax = new_figure(max(4.5, 1.3 * len(layers) + 2), 4.0)
     ax.bar(x - 0.2, [r["score"] for r in rows], 0.4, color="#1f77b4", label="concept CAV")
     ax.bar(
         x + 0.2,
@@ -382,4 +452,3 @@ def plot_tcav(path: Path, result: dict) -> None:
     ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)

@@ -104,6 +104,17 @@ def packed_batches(lengths: Sequence[int], toks_per_batch: int) -> list[list[int
     return batches
 
 
+def pack_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """One packed row from the token ids of several pieces: the ids end to end, the cumulative
+    bounds [0, n1, n1 + n2, ...] and each token's position within its own piece (rotary
+    positions restart at every protein)."""
+    lengths = np.array([len(r) for r in rows])
+    cu_host = [0, *np.cumsum(lengths).tolist()]
+    flat = np.concatenate(rows)
+    positions = np.arange(len(flat)) - np.repeat(cu_host[:-1], lengths)
+    return flat, cu_host, positions
+
+
 def padding_fraction(lengths: Sequence[int], batches: list[list[int]], packed: bool) -> float:
     """Share of computed token slots that are padding (0 for packed batches)."""
     real = sum(lengths[i] + 2 for b in batches for i in b)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from esm_tcav.engine.batching import (
+    pack_rows,
     packed_batches,
     padded_batches,
     release_heap,
@@ -272,10 +273,8 @@ class ForwardEngine:
                 )
                 slots = tokens.size
             else:
-                cu_host = [0, *np.cumsum(lengths).tolist()]
+                flat, cu_host, positions = pack_rows(rows)
                 offsets = [cu_host[r] + off for r, off in enumerate(offsets)]
-                flat = np.concatenate(rows)
-                positions = np.arange(len(flat)) - np.repeat(cu_host[:-1], lengths)
                 out = self.packed(
                     _to_device(torch.from_numpy(flat), self.device),
                     _to_device(torch.tensor(cu_host, dtype=torch.int32), self.device),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -21,15 +22,44 @@ from esm_tcav.errors import ConfigError, InputError, ModelMismatchError
 from esm_tcav.models.registry import ModelSpec
 from esm_tcav.models.tokens import Alphabet
 
-#: f(tokens [N], cu [P+1] int32, cu_host list, positions [N], max_len, layers) -> {layer: [N, H]}
-PackedForward = Callable[
-    [torch.Tensor, torch.Tensor, list[int], torch.Tensor, int, Sequence[int]],
-    dict[int, torch.Tensor],
-]
-
 HEAD_KINDS = ("sequence_classification", "masked_lm")
 
 log = logging.getLogger("esm_tcav.models")
+
+
+class PackedForward(Protocol):
+    """A backend's forward on packed rows (`ProteinLM.packed_encoder`): the tokens of many
+    proteins end to end in one row [N], attention within each protein. `cu` [P+1] int32 on the
+    device (and `cu_host`, the same list on the host) bound the proteins; `positions` [N]
+    restart at 0 at every protein; `max_len` is the longest protein's token count."""
+
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        cu: torch.Tensor,
+        cu_host: list[int],
+        positions: torch.Tensor,
+        max_len: int,
+        layers: Sequence[int],
+    ) -> dict[int, torch.Tensor]:
+        """States [N, H] at `layers`; stops after the deepest."""
+        ...
+
+    def between(
+        self,
+        start: int,
+        stop: int,
+        hidden: torch.Tensor,
+        cu: torch.Tensor,
+        cu_host: list[int],
+        positions: torch.Tensor,
+        max_len: int,
+        first_only: bool = False,
+    ) -> torch.Tensor:
+        """States [N, H] at `stop` from the states at `start` (differentiable; start <= stop):
+        gradient TCAV's pass. `first_only`: the states of each protein's first token only
+        [P, H] (a head that reads token 0 needs no more of the last layer)."""
+        ...
 
 
 class ProteinLM(ABC):
@@ -144,6 +174,12 @@ class ProteinLM(ABC):
         raise ConfigError(f"model {self.name!r} has no packed forward; use padded batches")
 
     # ------------------------------------------------------------------ heads (TCAV targets)
+    @property
+    def head_reads_first_token(self) -> bool:
+        """True when `head_logits` reads the final state of token 0 alone (a classification
+        head on BOS/<cls>): gradient TCAV then runs the last layer for that token only."""
+        return False
+
     @property
     def num_classes(self) -> int | None:
         """Classes of a sequence-classification head, None otherwise."""

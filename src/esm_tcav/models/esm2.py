@@ -122,6 +122,11 @@ class Esm2(ProteinLM):
             return None
         return int(self.head.out_proj.out_features)
 
+    @property
+    def head_reads_first_token(self) -> bool:
+        # EsmClassificationHead reads features[:, 0, :]; the masked-LM head reads every token
+        return self.head_kind == "sequence_classification"
+
     def head_logits(self, final: torch.Tensor) -> torch.Tensor:
         if self.head is None:
             return super().head_logits(final)
@@ -472,25 +477,44 @@ def esm_layer(
     cu: torch.Tensor,
     max_len: int,
     cu_host: list[int] | None = None,
+    first_only: bool = False,
 ) -> torch.Tensor:
     """One ESM-2 layer on packed tokens [N, H], from plain weight tensors.
 
     Pre-LayerNorm self-attention (q scaled by head_dim^-0.5 before the rotary embedding, as
     ESM-2 does), residual; pre-LayerNorm erf-GELU MLP, residual. Plain tensors in, so one
-    compiled graph serves every layer.
+    compiled graph serves every layer. `first_only`: the output of each protein's first token
+    alone [P, H] (its query attends to every token's key and value; nothing else is computed
+    for the other tokens).
     """
     ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b = w
     n, hidden = x.shape
     head_dim = hidden // heads
     dtype = x.dtype
+    work = torch.promote_types(dtype, torch.float32)  # rotary in float32 at least
     h = F.layer_norm(x, (hidden,), ln1_w, ln1_b, eps)
-    q, k, v = F.linear(h, qkv_w, qkv_b).view(n, 3, heads, head_dim).unbind(1)
+    if first_only:
+        first = cu[:-1].long()
+        kv = F.linear(h, qkv_w[hidden:], qkv_b[hidden:]).view(n, 2, heads, head_dim)
+        k, v = kv.unbind(1)
+        q = F.linear(h[first], qkv_w[:hidden], qkv_b[:hidden]).view(-1, heads, head_dim)
+        x, q_cos, q_sin = x[first], cos[first], sin[first]
+    else:
+        q, k, v = F.linear(h, qkv_w, qkv_b).view(n, 3, heads, head_dim).unbind(1)
+        q_cos, q_sin = cos, sin
     q = q * head_dim**-0.5
-    q = ((q.float() * cos) + (rotate_half(q.float()) * sin)).to(dtype)
-    k = ((k.float() * cos) + (rotate_half(k.float()) * sin)).to(dtype)
+    q = ((q.to(work) * q_cos) + (rotate_half(q.to(work)) * q_sin)).to(dtype)
+    k = ((k.to(work) * cos) + (rotate_half(k.to(work)) * sin)).to(dtype)
     v = v.contiguous()
-    a = attend_varlen(q, k, v, cu, max_len) if cu_host is None else attend_loop(q, k, v, cu_host)
-    x = F.linear(a.reshape(n, hidden), out_w, out_b) + x
+    if cu_host is not None:
+        q_host = list(range(len(cu_host))) if first_only else None
+        a = attend_loop(q, k, v, cu_host, q_host=q_host)
+    elif first_only:
+        cu_q = torch.arange(len(cu), dtype=cu.dtype, device=cu.device)
+        a = attend_varlen(q, k, v, cu, max_len, cu_q=cu_q, max_q=1)
+    else:
+        a = attend_varlen(q, k, v, cu, max_len)
+    x = F.linear(a.reshape(-1, hidden), out_w, out_b) + x
     h = F.layer_norm(x, (hidden,), ln2_w, ln2_b, eps)
     return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b) + x
 
@@ -582,18 +606,63 @@ class PackedEncoder:
         deepest = max(layers)
         if deepest == 0:
             return out
+        _, states = self._run(x, 0, deepest, cu, cu_host, positions, max_len, layers)
+        return {**out, **states}
+
+    def between(
+        self,
+        start: int,
+        stop: int,
+        hidden: torch.Tensor,
+        cu: torch.Tensor,
+        cu_host: list[int],
+        positions: torch.Tensor,
+        max_len: int,
+        first_only: bool = False,
+    ) -> torch.Tensor:
+        """States at `stop` from the states [N, H] at `start` (differentiable); `first_only`:
+        each protein's first token only [P, H], the last layer run for it alone."""
+        if stop == start:
+            return hidden[cu[:-1].long()] if first_only else hidden
+        x, _ = self._run(hidden, start, stop, cu, cu_host, positions, max_len, (), first_only)
+        return x
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        start: int,
+        stop: int,
+        cu: torch.Tensor,
+        cu_host: list[int],
+        positions: torch.Tensor,
+        max_len: int,
+        layers: Sequence[int] = (),
+        first_only: bool = False,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Layers start+1 .. stop from the states x at `start`: (states at stop, {layer: x})."""
+        dtype = x.dtype
         freqs = positions.float().unsqueeze(-1) * self.inv_freq.to(x.device)
         emb = torch.cat((freqs, freqs), dim=-1)
         # rounded to the model dtype, as the Hugging Face module does
         cos = emb.cos().to(dtype).unsqueeze(1)
         sin = emb.sin().to(dtype).unsqueeze(1)
         boundaries = None if self.attention == "varlen" else cu_host
-        for i in range(1, deepest + 1):
+        out = {}
+        for i in range(start + 1, stop + 1):
             x = self.layer_fn(
-                x, self.weights[i - 1], cos, sin, self.heads, self.eps, cu, max_len, boundaries
+                x,
+                self.weights[i - 1],
+                cos,
+                sin,
+                self.heads,
+                self.eps,
+                cu,
+                max_len,
+                boundaries,
+                first_only and i == stop,
             )
             if i == self.num_layers:
                 x = self.final_norm(x)
             if i in layers:
                 out[i] = x
-        return out
+        return x, out

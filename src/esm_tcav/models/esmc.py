@@ -244,6 +244,32 @@ class PackedEsmc:
         m = self.loaded
         x = m.net.embed(tokens)
         cos, sin = rotary_tables(positions, m.d_head, x.dtype)
+        attend = self._attend(cu, cu_host, max_len)
+        _, out = m._run(x, 0, max(layers), cos, sin, attend, layers)
+        if 0 in layers:
+            out[0] = x
+        return out
+
+    def between(
+        self,
+        start: int,
+        stop: int,
+        hidden: torch.Tensor,
+        cu: torch.Tensor,
+        cu_host: list[int],
+        positions: torch.Tensor,
+        max_len: int,
+        first_only: bool = False,
+    ) -> torch.Tensor:
+        """States at `stop` from the states [N, D] at `start` (differentiable); `first_only`
+        keeps each protein's first token (every token is computed: ESM-C's head is an LM head,
+        which reads them all)."""
+        m = self.loaded
+        cos, sin = rotary_tables(positions, m.d_head, hidden.dtype)
+        x, _ = m._run(hidden, start, stop, cos, sin, self._attend(cu, cu_host, max_len))
+        return x[cu[:-1].long()] if first_only else x
+
+    def _attend(self, cu: torch.Tensor, cu_host: list[int], max_len: int) -> Attend:
         if self.attention == "varlen":
 
             def attend(q, k, v):
@@ -253,10 +279,7 @@ class PackedEsmc:
             def attend(q, k, v):
                 return attend_loop(q, k, v, cu_host, self.scale)
 
-        _, out = m._run(x, 0, max(layers), cos, sin, attend, layers)
-        if 0 in layers:
-            out[0] = x
-        return out
+        return attend
 
 
 # ---------------------------------------------------------------- loading

@@ -43,13 +43,25 @@ def choose_attention(attention: str, device: torch.device, dtype: torch.dtype) -
 
 
 def attend_loop(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_host: list[int], scale: float = 1.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_host: list[int],
+    scale: float = 1.0,
+    q_host: list[int] | None = None,
 ) -> torch.Tensor:
-    """Attention within each protein of a packed row [N, heads, d]: one SDPA call per protein."""
+    """Attention within each protein of a packed row [N, heads, d]: one SDPA call per protein.
+
+    `q_host`: where each protein's queries start in `q` when they are not all its tokens (a
+    last layer run for some tokens only); `cu_host` then bounds the keys and values alone.
+    """
+    q_host = cu_host if q_host is None else q_host
     out = torch.empty_like(q)
-    for a, b in zip(cu_host[:-1], cu_host[1:], strict=True):
-        qs, ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-        out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, scale=scale)[0].transpose(0, 1)
+    spans = zip(q_host[:-1], q_host[1:], cu_host[:-1], cu_host[1:], strict=True)
+    for qa, qb, a, b in spans:
+        qs = q[qa:qb].transpose(0, 1).unsqueeze(0)
+        ks, vs = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (k, v))
+        out[qa:qb] = F.scaled_dot_product_attention(qs, ks, vs, scale=scale)[0].transpose(0, 1)
     return out
 
 
@@ -60,8 +72,13 @@ def attend_varlen(
     cu: torch.Tensor,
     max_len: int,
     scale: float = 1.0,
+    cu_q: torch.Tensor | None = None,
+    max_q: int | None = None,
 ) -> torch.Tensor:
-    """Variable-length flash attention over the packed row (CUDA, half precision)."""
+    """Variable-length flash attention over the packed row (CUDA, half precision); `cu_q` and
+    `max_q` bound the queries when they are not every token (as `q_host` of `attend_loop`)."""
     from torch.nn.attention.varlen import varlen_attn
 
-    return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale)
+    if cu_q is None:
+        cu_q, max_q = cu, max_len
+    return varlen_attn(q, k, v, cu_q, cu, max_q, max_len, scale=scale)
