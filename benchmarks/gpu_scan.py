@@ -15,6 +15,10 @@ layers 11/22/33 (one product on the device, only [tokens, 10] scores come back):
 - packed bfloat16 (no padding, varlen flash attention, fused q/k/v)
 - packed bfloat16 + torch.compile
 - embedding alone, padded bfloat16 (`ForwardEngine` with layers: 3 layers' states to the host)
+- gradient TCAV (never run on a GPU before): the packed pass in bfloat16 (varlen attention
+  forward and backward; with a token-0 target also the last layer for token 0 alone) against
+  the padded float32 pass on `--tcav-proteins` proteins, with two readout targets (the random
+  model has no head): residues/s, gradient cosine and directional-derivative sign agreement
 
 Reports tokens/s and residues/s, padding, peak GPU memory, and for bfloat16 vs float32 on the
 subset: max |score difference| / score SD per concept and the fraction of residue calls
@@ -184,6 +188,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="650M")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--tcav-proteins", type=int, default=32)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -216,6 +221,7 @@ def main() -> None:
         "variants": {},
     }
 
+    tcav_ref = tcav_gradients(loaded, prots[: args.tcav_proteins], "padded")  # float32
     ref = run_engine(loaded, proj, check, "padded", 16384)  # float32 reference (subset)
     report["variants"]["padded float32 (subset)"] = {
         "tokens_per_s": round(ref["tokens"] / ref["seconds"]),
@@ -255,6 +261,8 @@ def main() -> None:
             "residues_per_s": round(residues / secs),
             "peak_gpu_gib": round(peak_gib(), 2),
         }
+    report["tcav"] = tcav_check(loaded, prots[: args.tcav_proteins], tcav_ref)
+    print("tcav", json.dumps(report["tcav"]), flush=True)
     report["summary"] = summarize(report)
     text = json.dumps(report, indent=1)
     print(text)
@@ -266,6 +274,80 @@ def main() -> None:
         f"{s['device']}: {s['residues_per_s']:,} residues/s ({s['best_variant']}), baseline "
         f"{s['baseline_residues_per_s']:,} (padded HF bf16): {s['ratio']:.2f}x, MFU {s['mfu']}"
     )
+
+
+def _targets(hidden: int, device) -> dict:
+    """Two TCAV targets on a headless model: a fixed random readout averaged over residues
+    (every token's final state matters) and one of token 0 alone (as a classification head
+    reads it: the packed pass then runs the last layer for token 0 only, queries fewer than
+    keys in varlen attention)."""
+    w = torch.from_numpy(np.random.default_rng(2).normal(size=hidden).astype(np.float32))
+    w = w.to(device)
+
+    def mean_readout(final, tokens, residues):
+        r = residues.to(final.dtype)
+        return ((final.float() @ w) * r).sum(1) / r.sum(1).clamp_min(1)
+
+    def token0_readout(final, tokens, residues):
+        return final[:, 0].float() @ w
+
+    return {"mean over residues": (mean_readout, False), "token 0": (token0_readout, True)}
+
+
+def tcav_gradients(loaded, prots: list[Protein], path: str) -> dict:
+    """Summed gradients at every tapped layer for both targets ({target: {layer: [P, H]}}),
+    through the padded pass or the packed one (what `esm-tcav tcav` runs), with seconds."""
+    from esm_tcav.concepts.tcav import layer_gradients
+
+    seqs = [p.sequence[: loaded.max_residues] for p in prots]
+    cls = type(loaded)
+    saved = cls.__dict__["head_reads_first_token"]
+    out = {}
+    for name, (target, first) in _targets(loaded.spec.hidden_size, loaded.device).items():
+        # the headless random model: say whether the target reads token 0 alone, as a head would
+        cls.head_reads_first_token = property(lambda self, f=first: f)
+        try:
+            packed = loaded.packed_encoder() if path == "packed" else None
+
+            def grads(t=target, p=packed):
+                return layer_gradients(loaded, seqs, LAYERS, t, p)
+
+            secs, result = timed(grads)
+            out[name] = {"grads": result, "seconds": secs, "residues": sum(map(len, seqs))}
+        except Exception as exc:  # a failing path is a result too
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        finally:
+            cls.head_reads_first_token = saved
+    return out
+
+
+def tcav_check(loaded, prots: list[Protein], ref: dict) -> dict:
+    """Gradient TCAV on the packed pass in the model's current dtype (bf16 on the GPU: varlen
+    flash attention forward and backward) against the padded float32 pass: residues/s, and
+    per layer the cosine of the summed gradients and the share of (protein, direction) pairs
+    whose directional-derivative sign (what a TCAV score counts) agrees, over 50 random CAVs."""
+    got = tcav_gradients(loaded, prots, "packed")
+    dirs = np.random.default_rng(3).normal(size=(50, loaded.spec.hidden_size))
+    out = {}
+    for name, res in got.items():
+        if "error" in res or "error" in ref[name]:
+            out[name] = {"error": res.get("error") or ref[name]["error"]}
+            continue
+        row = {"residues_per_s": round(res["residues"] / res["seconds"]), "layers": {}}
+        row["reference_residues_per_s"] = round(res["residues"] / ref[name]["seconds"])
+        for layer in LAYERS:
+            a, b = ref[name]["grads"][layer], res["grads"][layer]
+            if not np.any(a):
+                row["layers"][str(layer)] = {"zero_in_reference": True, "zero": not np.any(b)}
+                continue
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+            signs = np.mean(np.sign(a @ dirs.T) == np.sign(b @ dirs.T))
+            row["layers"][str(layer)] = {
+                "min_cosine": round(float(cos.min()), 5),
+                "sign_agreement": round(float(signs), 4),
+            }
+        out[name] = row
+    return out
 
 
 def summarize(report: dict) -> dict:
