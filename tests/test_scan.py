@@ -510,6 +510,11 @@ def test_weak_concepts_are_left_out_unless_asked_and_grades_reach_the_outputs(
     ]
     assert features and all(f[8].endswith(";grade=strong") for f in features)
     assert all(row[-1] == "strong" for row in _read_tsv(tmp_path / "a" / "scan.tsv"))
+    # the view of that scan shows what it scanned (it used to fail on the weak one's columns)
+    from esm_tcav.run.scan_view import scan_view
+
+    page = scan_view(tmp_path / "a", planted["fasta"], root, loaded=tiny).read_text()
+    assert "trp_run" in page and "rand_a" not in page
     both = run_scan(
         planted["fasta"], root, tmp_path / "b", loaded=tiny, progress=False, include_weak=True
     )

@@ -69,6 +69,12 @@ def _rows(folder: Path, names: Sequence[str], keep: int, named: set[str]) -> tup
     return out, total
 
 
+def _scanned(folder: Path) -> set[str]:
+    """The concepts this scan scored: those with columns in ``proteins.tsv``."""
+    header = next(iter_lines(folder / "proteins.tsv")).split("\t")
+    return {h.removesuffix(":spans") for h in header if h.endswith(":spans")}
+
+
 def _spans(folder: Path, wanted: set[str]) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
     """(protein, concept) -> spans from scan.tsv, for the drawn proteins only."""
     found: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
@@ -96,6 +102,8 @@ def scan_view(
     """Write ``proteins.html`` into a finished scan folder ``out``; returns its path."""
     out = Path(out)
     lib = load_library(library)
+    scanned = _scanned(out)  # weak concepts a scan left out have no columns: leave them out too
+    lib.concepts = [c for c in lib.concepts if c.name in scanned]
     names = lib.names
     named = set(show or [])
     rows, total = _rows(out, names, max(TABLE_ROWS, top), named)
