@@ -297,6 +297,16 @@ def test_empty_protein_is_one_clear_error_and_nothing_written(trained, tmp_path)
     assert _listing(ctx.out / "detections") == before
 
 
+def test_a_residue_the_model_cannot_read_fails_before_any_output(trained, tmp_path):
+    ctx = ctx_for(trained)
+    before = _listing(ctx.out / "detections")
+    fasta = tmp_path / "offalphabet.fasta"
+    fasta.write_text(">ok\nMKLVA\n>j1\nMKJV\n")
+    with pytest.raises(InputError, match=r"offalphabet\.fasta: record 'j1'.*'J'"):
+        run_detect(ctx, input_path=fasta)
+    assert _listing(ctx.out / "detections") == before
+
+
 def test_missing_threshold_method_is_refused(trained, monkeypatch):
     import esm_tcav.concepts.artifacts as artifacts
 

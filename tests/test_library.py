@@ -343,6 +343,18 @@ def test_library_config_errors_name_the_key(tmp_path):
         load_library_config(path)
 
 
+def test_a_typo_in_a_concepts_run_sections_writes_nothing(tmp_path, tiny_hf_folder, tiny_registry):
+    path = write_library_config(tmp_path, tiny_hf_folder, tiny_registry)
+    doc = yaml.safe_load(path.read_text())
+    doc["defaults"]["train"]["residue_capp"] = 3
+    path.write_text(yaml.safe_dump(doc))
+    res = CliRunner().invoke(app, ["library", "build", str(path), "--out", str(tmp_path / "lib")])
+    assert res.exit_code == 2
+    line = res.stderr.strip().splitlines()[-1]
+    assert "lib" in line and "train.residue_capp" in line and "unknown key" in line
+    assert not (tmp_path / "lib").exists()
+
+
 def test_shipped_library_config_is_valid():
     root = Path(__file__).resolve().parents[1]
     spec = load_library_config(root / "configs" / "library.yaml")

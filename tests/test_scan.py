@@ -426,6 +426,12 @@ def test_bad_fasta_fails_before_anything_is_written(tiny, planted, tmp_path):
     with pytest.raises(InputError, match=r"bad.fasta:4: record 'b'.*'1'"):
         run_scan(bad, planted["lib"], tmp_path / "out", loaded=tiny, progress=False)
     assert not (tmp_path / "out" / "scan.gff3").exists()
+    # a letter the reader accepts but the model has no token for (J): the same, before output
+    off = tmp_path / "offalphabet.fasta"
+    off.write_text(">a\nMKV\n>j\nMKJV\n")
+    with pytest.raises(InputError, match=r"offalphabet.fasta: record 'j'.*'J'"):
+        run_scan(off, planted["lib"], tmp_path / "out2", loaded=tiny, progress=False)
+    assert not (tmp_path / "out2").exists()
     dup = tmp_path / "dup.fasta"
     dup.write_text(">a\nMKV\n>a\nMKV\n")
     with pytest.raises(InputError, match="duplicate record ID"):

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
 from itertools import islice
@@ -284,16 +284,22 @@ def read_fasta(path: str | Path) -> list[Protein]:
     return list(iter_fasta(path))
 
 
-def validate_fasta(path: str | Path) -> tuple[int, int]:
+def validate_fasta(
+    path: str | Path, check: Callable[[str, str], None] | None = None
+) -> tuple[int, int]:
     """Check every record without keeping any; returns (records, residues).
 
     For a proteome scan: bad input fails before anything is written; sequence clean-ups are
     logged once here. Holds the IDs (for the duplicate check), a few dozen bytes per protein.
+    `check(sequence, where)` adds the model's own test (`ProteinLM.check_sequence`: a residue
+    it has no token for), so that too fails here, naming the file and the record.
     """
     n = residues = 0
     for protein in iter_fasta(path):
         n += 1
         residues += protein.length
+        if check is not None:
+            check(protein.sequence, f"{path}: record {protein.id!r}")
     return n, residues
 
 

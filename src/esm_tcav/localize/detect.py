@@ -279,6 +279,8 @@ def _gather(
             "UniProt file with --input"
         )
     proteins = read_proteins(input_path)  # refuses duplicate IDs, naming both lines
+    for p in proteins:  # a residue the model has no token for fails here, before any output
+        ctx.loaded.check_sequence(p.sequence, f"{input_path}: record {p.id!r}")
     truth = {p.id: _concept_spans(ctx, p) for p in proteins}
     truth = {k: v for k, v in truth.items() if v}
     # Proteins without annotations count as negatives only when the file annotates some.

@@ -310,14 +310,14 @@ def run_scan(
                 raise ConfigError(
                     f"{library}: every concept is graded weak; pass --include-weak to scan them"
                 )
-        n_records, _ = validate_fasta(fasta)
-        lo, hi = shard_range(n_records, shard)
         folder = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
         check_output_dir(folder, "--out")
         if loaded is None:
             loaded = load_scan_model(lib, device, dtype, model_path, registry_file)
         else:
             lib.check_model(loaded)
+        n_records, _ = validate_fasta(fasta, loaded.check_sequence)  # model's alphabet too
+        lo, hi = shard_range(n_records, shard)
         identity = {
             "fasta": file_identity(fasta),
             "library": str(Path(library).resolve()),

@@ -450,12 +450,26 @@ def _spec_job(c: ConceptSpec, base: Path, work: Path, seed: int) -> ConceptJob:
             f"{c.pdna.test_sequences}; negatives {c.pdna.negatives} split "
             f"by protein (test fraction {c.pdna.negatives_test_fraction})",
         )
-    sections = {
+    return ConceptJob(c.name, data, _sections(c), extra, counts, c.hmm_check)
+
+
+def _sections(c) -> dict:
+    """A concept spec's own run-config sections (over the library's defaults)."""
+    return {
         k: getattr(c, k)
         for k in ("embed", "train", "evaluate", "thresholds", "detect")
         if getattr(c, k)
     }
-    return ConceptJob(c.name, data, sections, extra, counts, c.hmm_check)
+
+
+def _check_concept_configs(spec, config_path: Path) -> None:
+    """Each concept's run config (model, defaults, its own sections) validated before anything
+    is written, so a typo'd key is one error line and no half-built library folder."""
+    base = config_path.parent.resolve()
+    for c in spec.concepts:
+        data = c.data or {"positives": f"(the concept's {'tmbed' if c.tmbed else 'pdna'} files)"}
+        doc = _merge(spec.defaults, {"seed": spec.seed, "model": spec.model, "data": data})
+        config_from_dict(_merge(doc, _sections(c)), f"{config_path}: concept {c.name}", base)
 
 
 def build_library(
@@ -471,6 +485,7 @@ def build_library(
     """
     config_path = Path(config_path)
     spec = load_library_config(config_path)
+    _check_concept_configs(spec, config_path)
     out = Path(out).resolve()  # derived data paths must not depend on the working directory
     check_output_dir(out, "library folder")
     with folder_lock(out, what="esm-tcav library build"):
