@@ -54,6 +54,15 @@ def test_detect_input_writes_the_view_ranked_by_evidence(detected):
     )
 
 
+def test_an_unknown_show_id_is_said_on_the_console(detected, caplog):
+    from esm_tcav.report.proteins_view import detect_view
+
+    with caplog.at_level("WARNING"):
+        detect_view(Path(detected["result"]["output"]), ["<b>odd&id</b>", "nosuch"])  # as before
+    said = [r.getMessage() for r in caplog.records if "--show" in r.getMessage()]
+    assert said == ["--show: 1 ID not in the input: nosuch"]
+
+
 def test_the_report_links_the_view(detected):
     from esm_tcav.report.render import run_report
 

@@ -14,6 +14,7 @@ calibrated probability (issue 11), ``ProteinRow.max_score``/``mean_score`` are w
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -35,10 +36,13 @@ __all__ = [
     "render_proteins_view",
     "write_proteins_view",
     "detect_view",
+    "missing_named",
 ]
 
 VIEW_NAME = "proteins.html"
 TOP_TRACKS = 10  # score tracks drawn per concept (plus the named proteins)
+log = logging.getLogger("esm_tcav.report.proteins_view")
+
 TABLE_ROWS = 200  # ranked rows shown per concept; the TSV holds all
 
 
@@ -205,6 +209,19 @@ def _named(show: Sequence[str] | None) -> list[str]:
     return [s for s in (show or []) if s]
 
 
+def missing_named(show: Sequence[str] | None, present) -> list[str]:
+    """The --show IDs not among the proteins, said on the console too (not only in the page)."""
+    missing = [pid for pid in _named(show) if pid not in present]
+    if missing:
+        log.warning(
+            "--show: %d ID%s not in the input: %s",
+            len(missing),
+            "" if len(missing) == 1 else "s",
+            ", ".join(missing[:10]) + (" …" if len(missing) > 10 else ""),
+        )
+    return missing
+
+
 def pick_tracks(ranked: Sequence[ProteinRow], show: Sequence[str] | None, top: int) -> list[str]:
     """IDs to draw: the ``top`` strongest, then the named ones not among them."""
     ids = [r.protein_id for r in ranked[:top]]
@@ -250,7 +267,7 @@ def detect_view(folder: Path, show: Sequence[str] | None = None, top: int = TOP_
         ranked,
         tracks,
         len(ranked),
-        [pid for pid in _named(show) if pid not in index],
+        missing_named(show, index),
     )
     facts = {
         "proteins": f"{summary.get('proteins', len(ranked)):,}",

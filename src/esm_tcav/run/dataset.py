@@ -87,7 +87,8 @@ def load_dataset(cfg: Config) -> Dataset:
     d = cfg.data
     positives = read_proteins(cfg.path(d.positives), d.positives_format)
     if d.spans_file:
-        positives = attach_spans(positives, read_span_file(cfg.path(d.spans_file)), d.concept)
+        spans_path = cfg.path(d.spans_file)
+        positives = attach_spans(positives, read_span_file(spans_path), d.concept, spans_path)
     source = cfg.path(d.spans_file or d.positives)
     negatives: list[Protein] | None = None
     if d.negatives is None and d.background is None:

@@ -26,6 +26,7 @@ from esm_tcav.report.proteins_view import (
     ConceptView,
     ProteinRow,
     Track,
+    missing_named,
     pick_tracks,
     rank_rows,
     write_proteins_view,
@@ -119,6 +120,7 @@ def scan_view(
     for i, s in ForwardEngine(loaded, projection=projection).score(proteins):
         scores[proteins[i].id] = s
     spans = _spans(out, wanted)
+    missing = missing_named(show, scores)
     views = []
     for k, concept in enumerate(lib.concepts):
         tracks = [
@@ -141,7 +143,7 @@ def scan_view(
                 rows[concept.name],
                 tracks,
                 total,
-                [pid for pid in (show or []) if pid not in scores],
+                missing,
             )
         )
     facts = {
