@@ -12,7 +12,7 @@ import yaml
 from esm_tcav.concepts.cav import CAV
 from esm_tcav.config import load_config
 from esm_tcav.engine.forward import ForwardEngine
-from esm_tcav.errors import ArtifactError, InputError
+from esm_tcav.errors import ArtifactError, ConfigError, InputError
 from esm_tcav.io.proteins import Protein
 from esm_tcav.localize.detect import (
     iter_one_pass_scores,
@@ -305,6 +305,22 @@ def test_a_residue_the_model_cannot_read_fails_before_any_output(trained, tmp_pa
     with pytest.raises(InputError, match=r"offalphabet\.fasta: record 'j1'.*'J'"):
         run_detect(ctx, input_path=fasta)
     assert _listing(ctx.out / "detections") == before
+
+
+def test_an_untapped_detect_layer_says_so(trained):
+    with pytest.raises(ConfigError, match=r"detect.layer 0 is not a tapped layer.*\[1, 2, 3\]"):
+        run_detect(ctx_for(trained, **{"detect.layer": 0}))
+
+
+def test_config_errors_blame_the_right_place(tmp_path, trained):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("dat:\n  positives: a.fasta\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: key 'dat': unknown key.*1 more: 'data'"):
+        load_config(typo)
+    with pytest.raises(ConfigError, match=r"^--set train.n_random='abc': .*integer"):
+        load_config(trained, {"train.n_random": "abc"})
+    with pytest.raises(ConfigError, match=r"^--set model.layers=7: .*list.*e\.g\. \[7\]"):
+        load_config(trained, {"model.layers": 7})
 
 
 def test_missing_threshold_method_is_refused(trained, monkeypatch):

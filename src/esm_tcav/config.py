@@ -329,7 +329,8 @@ def _key(loc: tuple) -> str:
 
 
 def _format(exc: ValidationError, origin: str, reference: str) -> str:
-    errors = exc.errors()
+    # an unknown key first: a misspelt section ('dat:') also makes the real one ('data') missing
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
     key = _key(err["loc"])
     same = [e for e in errors if _key(e["loc"]) == key]
@@ -338,8 +339,13 @@ def _format(exc: ValidationError, origin: str, reference: str) -> str:
         msg = f"unknown key; check the spelling against {reference}"
     elif err["type"] == "missing":
         msg = "required key is missing"
-    others = len({_key(e["loc"]) for e in errors}) - 1
-    more = f" (and {others} more problems)" if others else ""
+    elif err["type"] == "list_type":
+        msg = f"{msg}; write a list in brackets, e.g. [{err.get('input', 1)}]"
+    others = list(dict.fromkeys(_key(e["loc"]) for e in errors if _key(e["loc"]) != key))
+    more = ""
+    if others:
+        named = ", ".join(f"'{k}'" for k in others[:3]) + (", …" if len(others) > 3 else "")
+        more = f" (and {len(others)} more: {named})"
     return f"{origin}: key '{key}': {msg}{more}"
 
 
@@ -392,7 +398,16 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
                     f"no key {dotted.split('.')[depth + 1]!r}; set {where}=VALUE instead"
                 )
         node[leaf] = value
-    return config_from_dict(doc, str(path), path.parent.resolve())
+    try:
+        return config_from_dict(doc, str(path), path.parent.resolve())
+    except ConfigError as exc:  # a bad --set value is the command line's fault, not the file's
+        text = str(exc)
+        for dotted, value in (overrides or {}).items():
+            if text.startswith(f"{path}: key '{dotted}'"):
+                raise ConfigError(
+                    f"--set {dotted}={value!r}" + text[len(f"{path}: key '{dotted}'") :]
+                ) from None
+        raise
 
 
 def load_library_config(path: str | Path) -> LibraryConfig:

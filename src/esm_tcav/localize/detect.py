@@ -170,6 +170,15 @@ def resolve_layer(ctx: StageContext) -> int:
             f"detect.layer {layer} is out of range 0..{ctx.loaded.num_layers} for "
             f"model {ctx.model_name}"
         )
+    if layer not in ctx.layers:
+        from esm_tcav.concepts.artifacts import latest_version
+
+        if latest_version(ctx.out, ctx.model_name, layer) is None:
+            raise ConfigError(
+                f"detect.layer {layer} is not a tapped layer (model.layers: {ctx.layers}), so "
+                f"no concept was trained there; use one of {ctx.layers} or best, or add {layer} "
+                "to model.layers and train"
+            )
     return layer
 
 
