@@ -320,8 +320,9 @@ def write_table(root: Path) -> None:
         "",
         "Held-out metrics of every concept: residue precision/recall/F1 and mean per-domain "
         "IoU of the detected spans on the test proteins (at the concept's threshold), "
-        "AUROC of the CAV on held-out residues, empirical p against random CAVs and the "
-        "Benjamini-Hochberg q across the library's concepts; the grade (strong, usable, weak, "
+        "AUROC of the CAV on held-out residues, p of the one-sided t-test of that AUROC against "
+        "the random CAVs' AUROCs and the Benjamini-Hochberg q over every layer of every concept "
+        "of the library; the grade (strong, usable, weak, "
         "not a concept) also asks that the layer beat the sequence-only and position controls.",
         "",
         "| " + " | ".join(head) + " |",

@@ -357,7 +357,7 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
         # proteins from --input are not the concept's data: read them only if all are stored
         # already, else score them from the forward pass and store nothing (store.keep_inputs)
         from_store = not ctx.store.missing(proteins, sorted(cavs), residues=True)
-    embedded_now = len(proteins)
+    embedded_now = 0  # stored now (a forward-pass detect stores nothing)
     if from_store:
         embedded_now = ctx.ensure_embeddings(proteins)
         log.info(
