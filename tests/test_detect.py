@@ -307,6 +307,24 @@ def test_a_residue_the_model_cannot_read_fails_before_any_output(trained, tmp_pa
     assert _listing(ctx.out / "detections") == before
 
 
+def test_a_version_trained_under_other_settings_is_never_used_silently(
+    tmp_path, tiny_hf_folder, tiny_registry, caplog
+):
+    from esm_tcav.concepts.train import run_train
+
+    cfg = _train(tmp_path, tiny_hf_folder, tiny_registry)  # v1 on the config as written
+    with caplog.at_level("WARNING"):
+        run_detect(ctx_for(cfg, **{"detect.layer": 1}))
+    assert not [r for r in caplog.records if "changed since CAV version" in r.getMessage()]
+    run_train(ctx_for(cfg, **{"train.n_random": 3}))  # a one-off experiment: v2
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        summary = run_detect(ctx_for(cfg, **{"detect.layer": 1}))  # the plain config again
+    assert summary["cav_version"] == 2
+    said = [r.getMessage() for r in caplog.records if "changed since CAV version" in r.getMessage()]
+    assert said and said[0].startswith("detect: config or data changed since CAV version v2")
+
+
 def test_an_untapped_detect_layer_says_so(trained):
     with pytest.raises(ConfigError, match=r"detect.layer 0 is not a tapped layer.*\[1, 2, 3\]"):
         run_detect(ctx_for(trained, **{"detect.layer": 0}))

@@ -25,10 +25,15 @@ from esm_tcav.concepts.stats import (
     layer_statistics,
     summary_fields,
 )
-from esm_tcav.concepts.train import Examples, all_residue_examples, inputs_record, plan_examples
+from esm_tcav.concepts.train import (
+    Examples,
+    all_residue_examples,
+    matches_inputs,
+    plan_examples,
+)
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError
-from esm_tcav.io.files import atomic_write_json, content_hash
+from esm_tcav.io.files import atomic_write_json
 from esm_tcav.io.plots import plot_auroc_by_layer, plot_random_comparison, plot_roc_pr
 from esm_tcav.ui import iter_progress
 
@@ -114,13 +119,9 @@ def run_evaluate(ctx: StageContext) -> dict:
     residue_ex = None
     if granularity != "residue" and any(p.spans for p in test_pos):
         residue_ex = all_residue_examples(test_pos, test_neg)
-    inputs_match = content_hash(inputs_record(ctx, granularity)) == summary.get("inputs_hash")
-    if not inputs_match:
-        log.warning(
-            "evaluate: config or data changed since CAV version v%s was trained; "
-            "evaluating it on its own recorded held-out proteins",
-            version,
-        )
+    inputs_match = matches_inputs(
+        ctx, version, "evaluate", "evaluating it on its own recorded held-out proteins"
+    )
 
     out_dir = ctx.out / "evaluations" / model
     per_layer: dict[int, dict] = {}

@@ -296,6 +296,10 @@ def run_tcav(ctx: StageContext) -> dict:
             f"no usable trained CAV for model {ctx.model_name} at layers "
             f"{ctx.layers}: {next(iter(skipped.values()), '')}"
         )
+    from esm_tcav.concepts.train import matches_inputs
+
+    for version in sorted({art.version for art in arts.values()}):
+        matches_inputs(ctx, version, "tcav", "scoring its CAVs as stored")
     proteins = _pick_proteins(ctx)
     limit = loaded.max_residues
     seqs = [p.sequence[:limit] for p in proteins]

@@ -661,6 +661,26 @@ def inputs_record(ctx: StageContext, granularity: str) -> dict:
     }
 
 
+def matches_inputs(ctx: StageContext, version: int, stage: str, what: str) -> bool:
+    """Was CAV `version` trained on the current config and data? If not, one warning saying
+    that `stage` uses it as stored (`what`), so a version trained under other settings (a
+    one-off `--set` on train, edited data) is never used silently."""
+    summary = load_summary(ctx.out, ctx.model_name, version)
+    granularity = summary.get("granularity") or resolve_granularity(
+        ctx.cfg.train.granularity, ctx.dataset.has_spans
+    )
+    match = content_hash(inputs_record(ctx, granularity)) == summary.get("inputs_hash")
+    if not match:
+        log.warning(
+            "%s: config or data changed since CAV version v%s was trained; %s (run "
+            "`esm-tcav train` to train a version on them)",
+            stage,
+            version,
+            what,
+        )
+    return match
+
+
 def _reusable(ctx: StageContext, inputs_hash: str) -> dict | None:
     version = latest_version(ctx.out, ctx.model_name)
     if version is None:

@@ -330,6 +330,9 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
     # 1. everything that can fail on bad input fails here, before anything is written
     layer = resolve_layer(ctx)
     chosen = load_layer_concept(ctx, layer)
+    from esm_tcav.concepts.train import matches_inputs
+
+    matches_inputs(ctx, chosen.version, "detect", f"detecting with its layer {layer} as stored")
     concepts = {layer: chosen}
     skipped: dict[int, str] = {}
     for other in ctx.layers:
