@@ -116,6 +116,9 @@ def test_an_artifact_folder_detects_what_esm_tcav_detect_writes(trained, tmp_pat
     artifact = next((out.parents[3] / "cavs" / "tiny_esm2").glob("L1_concept_v*"))
     concept = esm_tcav.Concept.load(artifact)  # model path and span rule from the run
     assert concept.smoothing_window == 3 and concept.min_span_length == 5
+    # a notebook shows one line, not the numbers of every random CAV
+    shown = repr(concept)
+    assert "\n" not in shown and len(shown) < 200 and "layer=1" in shown
     found = concept.detect(seqs)
     assert [[(s.start, s.end) for s in f] for f in found] == [
         written.get(f"s{i}", []) for i in range(3)

@@ -119,6 +119,12 @@ class CAV:
     bias: float
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (
+            f"CAV({self.concept!r}, layer={self.layer}, hidden_size={self.hidden_size}, "
+            f"bias={self.bias:.4g})"
+        )
+
     @property
     def hidden_size(self) -> int:
         return int(self.direction.shape[0])

@@ -51,6 +51,15 @@ class Concept:
     thresholds: dict = field(default_factory=dict)  # every calibrated method (thresholds.json)
     split: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # one line in a notebook, not every random CAV's numbers
+        grade = (self.metrics or {}).get("grade")
+        grade = grade.get("grade") if isinstance(grade, dict) else grade
+        return (
+            f"Concept({self.name!r}, layer={self.layer}, threshold={self.threshold:.4g} "
+            f"({self.threshold_method}), grade={grade}, version={self.version}, "
+            f"randoms={len(self.randoms)})"
+        )
+
     @property
     def name(self) -> str:
         return self.cav.concept

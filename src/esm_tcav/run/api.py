@@ -92,7 +92,7 @@ def _run_rule(record: ConceptRecord, run_cfg: dict) -> ConceptRecord:
     )
 
 
-@dataclass
+@dataclass(repr=False)  # the record's one-line repr
 class Concept(ConceptRecord):
     """A trained concept that can score sequences (see the module doc)."""
 

@@ -37,7 +37,7 @@ from esm_tcav.io.proteins import Protein
 from esm_tcav.io.readers import read_pdna, read_proteins, read_tmbed
 from esm_tcav.io.writers import write_fasta, write_jsonl
 from esm_tcav.run.dataset import split_by_protein
-from esm_tcav.ui import iter_progress
+from esm_tcav.ui import console, iter_progress
 
 if TYPE_CHECKING:
     from esm_tcav.engine.store import EmbeddingStore
@@ -550,9 +550,10 @@ def train_jobs(
         loaded = ctx.loaded
         contexts.append((job, cfg, ctx))
     _embed_union(contexts)
-    for job, cfg, ctx in iter_progress(contexts, "library build", "concepts"):
+    for k, (job, cfg, ctx) in enumerate(iter_progress(contexts, "library build", "concepts")):
         t0 = time.perf_counter()
         log.info("library: concept %s (%s)", job.name, cfg.out)
+        console.print(f"concept {job.name} ({k + 1}/{len(contexts)}):")  # heads its stage lines
         concept, metrics = train_concept(ctx, job.hmm, base)
         concept.provenance = _provenance(cfg, dict(job.provenance), job.counts)
         add_to_library(out, _model_record(loaded, cfg), concept)
