@@ -321,6 +321,14 @@ def test_a_version_trained_under_other_settings_is_never_used_silently(
     assert summary["cav_version"] == 2
     said = [r.getMessage() for r in caplog.records if "changed since CAV version" in r.getMessage()]
     assert said and said[0].startswith("detect: config or data changed since CAV version v2")
+    # back to the plain config: train reuses v1 (trained on it) and makes it current again
+    again = run_train(ctx_for(cfg))
+    assert again["reused"] and again["version"] == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        summary = run_detect(ctx_for(cfg, **{"detect.layer": 1}))
+    assert summary["cav_version"] == 1
+    assert not [r for r in caplog.records if "changed since CAV version" in r.getMessage()]
 
 
 def test_an_untapped_detect_layer_says_so(trained):

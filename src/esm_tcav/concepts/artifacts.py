@@ -111,16 +111,36 @@ def _versions(out_dir: Path, model_name: str) -> list[tuple[int, int | None, str
     return found
 
 
-def latest_version(out_dir: Path, model_name: str, layer: int | None = None) -> int | None:
-    """Newest finished version (its summary is written last, so it marks a finished run);
-    with `layer`, the newest finished one that has that layer's concept CAV."""
+CURRENT = "current.json"  # {"version": k}: the version `train` last produced or reused
+
+
+def finished_versions(out_dir: Path, model_name: str, layer: int | None = None) -> set[int]:
+    """Versions whose summary exists (written last, so it marks a finished run); with `layer`,
+    those that have that layer's concept CAV."""
     found = _versions(out_dir, model_name)
     finished = {v for v, _, name in found if name.startswith("summary_")}
     if layer is not None:
         finished = {
             v for v, lay, name in found if v in finished and lay == layer and "_concept_" in name
         }
-    return max(finished, default=None)
+    return finished
+
+
+def set_current(out_dir: Path, model_name: str, version: int) -> None:
+    """Make `version` the one later stages use (train calls this after training or reusing)."""
+    atomic_write_json(model_dir(out_dir, model_name) / CURRENT, {"version": int(version)})
+
+
+def latest_version(out_dir: Path, model_name: str, layer: int | None = None) -> int | None:
+    """The version later stages use: the one `train` last produced or reused (`CURRENT`: going
+    back to a config after a one-off experiment reuses the version trained on it), else the
+    newest finished one; with `layer`, the same among the versions that have that layer."""
+    finished = finished_versions(out_dir, model_name, layer)
+    try:
+        current = int(read_json(model_dir(out_dir, model_name) / CURRENT)["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        current = None
+    return current if current in finished else max(finished, default=None)
 
 
 def next_version(out_dir: Path, model_name: str) -> int:

@@ -37,12 +37,13 @@ from esm_tcav.concepts.artifacts import (
     SELECTION,
     ArtifactDir,
     concept_dir,
-    latest_version,
+    finished_versions,
     load_summary,
     next_version,
     randoms_dir,
     save_randoms,
     select_layer,
+    set_current,
     summary_path,
     verify_manifest,
 )
@@ -682,13 +683,20 @@ def matches_inputs(ctx: StageContext, version: int, stage: str, what: str) -> bo
 
 
 def _reusable(ctx: StageContext, inputs_hash: str) -> dict | None:
-    version = latest_version(ctx.out, ctx.model_name)
-    if version is None:
-        return None
+    """The newest finished version trained on exactly these inputs (verified), if any: going
+    back to a config after a one-off experiment reuses what was trained on it."""
+    for version in sorted(finished_versions(ctx.out, ctx.model_name), reverse=True):
+        try:
+            if load_summary(ctx.out, ctx.model_name, version).get("inputs_hash") == inputs_hash:
+                return _verified(ctx, version)
+        except ArtifactError:
+            continue
+    return None
+
+
+def _verified(ctx: StageContext, version: int) -> dict | None:
     try:
         summary = load_summary(ctx.out, ctx.model_name, version)
-        if summary.get("inputs_hash") != inputs_hash:
-            return None
         for layer in summary["layers"]:
             verify_manifest(concept_dir(ctx.out, ctx.model_name, int(layer), version))
             rdir = randoms_dir(ctx.out, ctx.model_name, int(layer), version)
@@ -778,6 +786,7 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         stored = _reusable(ctx, inputs_hash)
         if stored is not None:
             log.info("train: inputs unchanged, reusing version v%s", stored["version"])
+            set_current(ctx.out, ctx.model_name, stored["version"])
             return {**stored, "reused": True}
 
     train_pos, train_neg = ds.part("train")
@@ -909,4 +918,5 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         "path": str(summary_path(ctx.out, ctx.model_name, version)),
     }
     atomic_write_json(summary_path(ctx.out, ctx.model_name, version), summary)
+    set_current(ctx.out, ctx.model_name, version)
     return {**summary, "reused": False}
