@@ -138,7 +138,7 @@ def latest_version(out_dir: Path, model_name: str, layer: int | None = None) -> 
     finished = finished_versions(out_dir, model_name, layer)
     try:
         current = int(read_json(model_dir(out_dir, model_name) / CURRENT)["version"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ArtifactError, ValueError, KeyError, TypeError):  # none yet, or unreadable
         current = None
     return current if current in finished else max(finished, default=None)
 
