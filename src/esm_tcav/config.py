@@ -328,7 +328,11 @@ def _key(loc: tuple) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _format(exc: ValidationError, origin: str, reference: str) -> str:
+def _format(
+    exc: ValidationError, origin: str, reference: str, blame: dict[str, str] | None = None
+) -> str:
+    """One line: where (`origin`, or `blame[key]` for a key set elsewhere, e.g. by --set), the
+    first key at fault, what is wrong, and how many more keys are."""
     # an unknown key first: a misspelt section ('dat:') also makes the real one ('data') missing
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
@@ -346,7 +350,8 @@ def _format(exc: ValidationError, origin: str, reference: str) -> str:
     if others:
         named = ", ".join(f"'{k}'" for k in others[:3]) + (", …" if len(others) > 3 else "")
         more = f" (and {len(others)} more: {named})"
-    return f"{origin}: key '{key}': {msg}{more}"
+    where = (blame or {}).get(key) or f"{origin}: key '{key}'"
+    return f"{where}: {msg}{more}"
 
 
 _REFERENCE = {
@@ -356,13 +361,13 @@ _REFERENCE = {
 }
 
 
-def _validate(schema: type[BaseModel], doc: dict, origin: str):
+def _validate(schema: type[BaseModel], doc: dict, origin: str, blame: dict | None = None):
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: the config must be a YAML mapping of keys to values")
     try:
         return schema.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, origin, _REFERENCE[schema.__name__])) from None
+        raise ConfigError(_format(exc, origin, _REFERENCE[schema.__name__], blame)) from None
 
 
 def _read_yaml(path: Path, what: str = "config file") -> dict:
@@ -376,8 +381,10 @@ def _read_yaml(path: Path, what: str = "config file") -> dict:
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
-def config_from_dict(doc: dict, origin: str = "config", base_dir: str | Path = ".") -> Config:
-    cfg = _validate(Config, doc, origin)
+def config_from_dict(
+    doc: dict, origin: str = "config", base_dir: str | Path = ".", blame: dict | None = None
+) -> Config:
+    cfg = _validate(Config, doc, origin, blame)
     cfg.base_dir = str(base_dir)
     return cfg
 
@@ -398,16 +405,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
                     f"no key {dotted.split('.')[depth + 1]!r}; set {where}=VALUE instead"
                 )
         node[leaf] = value
-    try:
-        return config_from_dict(doc, str(path), path.parent.resolve())
-    except ConfigError as exc:  # a bad --set value is the command line's fault, not the file's
-        text = str(exc)
-        for dotted, value in (overrides or {}).items():
-            if text.startswith(f"{path}: key '{dotted}'"):
-                raise ConfigError(
-                    f"--set {dotted}={value!r}" + text[len(f"{path}: key '{dotted}'") :]
-                ) from None
-        raise
+    # a bad --set value is the command line's fault, not the file's
+    blame = {dotted: f"--set {dotted}={value!r}" for dotted, value in (overrides or {}).items()}
+    return config_from_dict(doc, str(path), path.parent.resolve(), blame)
 
 
 def load_library_config(path: str | Path) -> LibraryConfig:

@@ -687,16 +687,18 @@ def _reusable(ctx: StageContext, inputs_hash: str) -> dict | None:
     back to a config after a one-off experiment reuses what was trained on it."""
     for version in sorted(finished_versions(ctx.out, ctx.model_name), reverse=True):
         try:
-            if load_summary(ctx.out, ctx.model_name, version).get("inputs_hash") == inputs_hash:
-                return _verified(ctx, version)
+            summary = load_summary(ctx.out, ctx.model_name, version)
         except ArtifactError:
             continue
+        if summary.get("inputs_hash") == inputs_hash:
+            return _verified(ctx, summary)
     return None
 
 
-def _verified(ctx: StageContext, version: int) -> dict | None:
+def _verified(ctx: StageContext, summary: dict) -> dict | None:
+    """`summary` when every file of its version verifies, else None (with a warning)."""
+    version = summary["version"]
     try:
-        summary = load_summary(ctx.out, ctx.model_name, version)
         for layer in summary["layers"]:
             verify_manifest(concept_dir(ctx.out, ctx.model_name, int(layer), version))
             rdir = randoms_dir(ctx.out, ctx.model_name, int(layer), version)
