@@ -11,6 +11,7 @@ import torch
 import yaml
 from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification
 
+from esm_tcav.models.esm2 import esm2_config
 from esm_tcav.models.registry import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,23 +21,19 @@ pytest_plugins = ["tests.slurm_fixture"] if (ROOT / "tests" / "slurm_fixture.py"
 
 
 def tiny_config(**overrides) -> EsmConfig:
-    vocab = get_spec("esm2_t6_8M_UR50D").vocab
-    kw = dict(
-        vocab_size=len(vocab),
-        max_position_embeddings=1026,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        mask_token_id=32,
-        pad_token_id=1,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-        **TINY,
+    """A tiny ESM-2 built as the package builds one (`esm2_config`), with a 2-class head."""
+    config = esm2_config(
+        len(get_spec("esm2_t6_8M_UR50D").vocab),
+        TINY["hidden_size"],
+        TINY["num_hidden_layers"],
+        TINY["num_attention_heads"],
+        TINY["intermediate_size"],
+        1026,
     )
-    kw.update(overrides)
-    return EsmConfig(**kw)
+    config.num_labels = 2
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
 
 
 @pytest.fixture(scope="session")
