@@ -62,6 +62,12 @@ class StoreSection(_Section):
     # and never stored, so the store is bounded by the concept's data, not by what is scanned;
     # true keeps their per-residue states (re-detecting a file is then a read, the store grows)
     keep_inputs: bool = False
+    # per-residue states of the concept's own proteins: "all" keeps every residue (later stages
+    # read them back); "sample" keeps only the residues training samples (and pooled vectors of
+    # every protein), and later stages score from the forward pass, so the store no longer grows
+    # with protein length; "auto": "all" while that store would stay under full_states_max_gib
+    residue_states: Literal["auto", "all", "sample"] = "auto"
+    full_states_max_gib: float = Field(2.0, ge=0)
 
 
 class DataSection(_Section):

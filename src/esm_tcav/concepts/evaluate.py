@@ -30,6 +30,7 @@ from esm_tcav.concepts.train import (
     all_residue_examples,
     matches_inputs,
     plan_examples,
+    project_residues,
 )
 from esm_tcav.engine.context import StageContext
 from esm_tcav.errors import ArtifactError
@@ -123,6 +124,12 @@ def run_evaluate(ctx: StageContext) -> dict:
         ctx, version, "evaluate", "evaluating it on its own recorded held-out proteins"
     )
 
+    source = ctx.store
+    if not isinstance(ctx.residue_keep, bool):  # a training sample: score from the forward pass
+        directions = {
+            n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
+        }
+        source = project_residues(ctx, test_pos + test_neg, directions)
     out_dir = ctx.out / "evaluations" / model
     per_layer: dict[int, dict] = {}
     curve_data: dict[int, dict] = {}
@@ -131,7 +138,7 @@ def run_evaluate(ctx: StageContext) -> dict:
         cavs = [art.cav, *art.randoms]
         D = np.stack([c.direction for c in cavs])
         b = np.array([c.bias for c in cavs])
-        S = test_ex.score(ctx.store, layer, D, b)
+        S = test_ex.score(source, layer, D, b)
         heldout = measure(test_ex, S[:, 0], ev.bootstrap, ev.alpha, seed)
         rand = [RankedScores(S[:, j], test_ex.y).metrics() for j in range(1, len(cavs))]
         r_auroc = [a for a, _ in rand]
@@ -149,7 +156,7 @@ def run_evaluate(ctx: StageContext) -> dict:
             "thresholds": art.thresholds,
         }
         if residue_ex is not None:
-            rs = residue_ex.score(ctx.store, layer, D[:1], b[:1])[:, 0]
+            rs = residue_ex.score(source, layer, D[:1], b[:1])[:, 0]
             entry["residue"] = measure(residue_ex, rs, ev.bootstrap, ev.alpha, seed)
         stats = layer_statistics(heldout["auroc"], entry["cv"].get("fold_aurocs", []), r_auroc)
         stats["auroc"] = heldout["auroc"]

@@ -54,6 +54,7 @@ from esm_tcav.concepts.grade import grade
 from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_fields
 from esm_tcav.concepts.thresholds import build_thresholds, metrics_at
 from esm_tcav.engine.context import StageContext
+from esm_tcav.engine.projections import Projections
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
 from esm_tcav.io.proteins import Protein
@@ -107,19 +108,45 @@ class Examples:
                 rows = order[a:b]
                 yield int(self.prot[rows[0]]), rows
 
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted 0-based residue positions the examples `rows` (of one protein) pool over."""
+        if self.kind == "residue":
+            return np.unique(self.start[rows])
+        return np.unique(
+            np.concatenate(
+                [np.arange(s, e) for s, e in zip(self.start[rows], self.end[rows], strict=True)]
+            )
+        )
+
+    def positions(self) -> dict[str, np.ndarray]:
+        """Per sequence hash, the residue positions these examples read: what a store keeping
+        a training sample keeps (`store.residue_states: sample`)."""
+        if self.kind == "protein":
+            return {}
+        out: dict[str, np.ndarray] = {}
+        for pi, rows in self._by_protein():
+            h = self.proteins[pi].seq_hash
+            pos = self._positions(rows)
+            out[h] = np.union1d(out[h], pos) if h in out else pos
+        return out
+
+    def _pool(self, values: np.ndarray, at: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per example of `rows`: its residue's row of `values` (rows at positions `at`), or
+        the mean over its span's rows."""
+        if self.kind == "residue":
+            return values[np.searchsorted(at, self.start[rows])]
+        lo = np.searchsorted(at, self.start[rows])
+        hi = np.searchsorted(at, self.end[rows])
+        return np.stack([values[a:b].mean(axis=0) for a, b in zip(lo, hi, strict=True)]).astype(
+            np.float32
+        )
+
     def _vectors(self, store, layer: int, protein: Protein, rows: np.ndarray) -> np.ndarray:
         if self.kind == "protein":
             vec = np.asarray(store.mean(protein.seq_hash, layer), dtype=np.float32)
             return np.repeat(vec[None], rows.size, axis=0)
-        states = store.residues(protein.seq_hash, layer)
-        if self.kind == "residue":
-            return states[self.start[rows]]
-        return np.stack(
-            [
-                states[s:e].mean(axis=0)
-                for s, e in zip(self.start[rows], self.end[rows], strict=True)
-            ]
-        ).astype(np.float32)
+        at = self._positions(rows)
+        return self._pool(store.residue_rows(protein.seq_hash, layer, at), at, rows)
 
     def materialize(self, store, layer: int) -> np.ndarray:
         """Feature matrix [n, H] float32 of this layer."""
@@ -132,12 +159,21 @@ class Examples:
         return X if X is not None else np.zeros((0, 0), np.float32)
 
     def score(self, store, layer: int, directions: np.ndarray, biases: np.ndarray) -> np.ndarray:
-        """Scores [n, K] of K CAVs (directions [K, H]) without holding all features at once."""
+        """Scores [n, K] of K CAVs (directions [K, H]) without holding all features at once.
+
+        `store`: the embedding store, or `engine.projections.Projections` (a run whose store
+        keeps a training sample), whose residue projections are pooled like states."""
         D = np.asarray(directions, dtype=np.float32).T
         b = np.asarray(biases, dtype=np.float32)
         out = np.empty((len(self), D.shape[1]), dtype=np.float32)
+        project = getattr(store, "project", None)
         for pi, rows in self._by_protein():
-            out[rows] = self._vectors(store, layer, self.proteins[pi], rows) @ D + b
+            prot = self.proteins[pi]
+            if project is None or self.kind == "protein":
+                out[rows] = self._vectors(store, layer, prot, rows) @ D + b
+            else:
+                values = project(prot.seq_hash, layer, D.T)
+                out[rows] = self._pool(values, np.arange(values.shape[0]), rows) + b
         return out
 
 
@@ -309,7 +345,7 @@ def cross_validate(fit, decide, y: np.ndarray, groups: np.ndarray, folds: int, s
 
 
 def out_of_fold_scores(
-    fold_models: list, examples: Examples, store, layer: int, concept: str
+    fold_cavs: list[tuple[np.ndarray, CAV]], examples: Examples, store, layer: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Scores of examples from the CV fold model that did not see their protein.
 
@@ -317,13 +353,12 @@ def out_of_fold_scores(
     proteins are not tuned on them. Proteins that no fold validated (none of their residues made
     the training subsample) are left out; returns (scores, rows) or None without CV.
     """
-    if not fold_models:
+    if not fold_cavs:
         return None
     scores = np.full(len(examples), np.nan, dtype=np.float32)
-    for val_proteins, clf in fold_models:
+    for val_proteins, cav in fold_cavs:
         rows = np.nonzero(np.isin(examples.prot, val_proteins))[0]
         if rows.size:
-            cav = CAV.from_classifier(clf, concept, layer)
             part = Examples(
                 examples.kind,
                 examples.proteins,
@@ -374,6 +409,28 @@ class LayerResult:
     test_scores: np.ndarray | None = None
 
 
+@dataclass
+class FittedLayer:
+    """One layer's CAVs, fitted on the training examples: the concept CAV, the random CAVs and
+    the CV fold CAVs (each with the proteins it did not see)."""
+
+    layer: int
+    classifier: object
+    cav: CAV
+    randoms: list[CAV]
+    random_info: list[dict]
+    cv: dict
+    fold_cavs: list[tuple[np.ndarray, CAV]]
+    shared: bool
+    train: dict
+    seconds: float
+
+    def directions(self) -> np.ndarray:
+        """[K, H]: every direction the layer's evaluation scores residues on."""
+        cavs = [c for _, c in self.fold_cavs] + [self.cav, *self.randoms]
+        return np.stack([c.direction for c in cavs])
+
+
 def train_layer(
     store,
     layer: int,
@@ -386,6 +443,17 @@ def train_layer(
     threshold_ex: Examples | None = None,
 ) -> LayerResult:
     """Fit, cross-validate, draw random CAVs and evaluate one layer on held-out proteins."""
+    fitted = fit_layer(store, layer, train_ex, cfg, concept, granularity)
+    return evaluate_layer(
+        fitted, store, train_ex, test_ex, residue_test, cfg, concept, granularity, threshold_ex
+    )
+
+
+def fit_layer(
+    store, layer: int, train_ex: Examples, cfg, concept: str, granularity: str
+) -> FittedLayer:
+    """The concept CAV, its CV fold CAVs and the random CAVs of one layer (training examples
+    only: their states are all a store keeping a training sample holds)."""
     t0 = time.perf_counter()
     tc = cfg.train
     seed = cfg.seed
@@ -400,77 +468,84 @@ def train_layer(
     with ExitStack() as stack:
         if X.size * X.shape[1] < SMALL_BLAS_WORK:
             stack.enter_context(threadpool_limits(1, user_api="blas"))
-        return _fit_evaluate(
-            store,
-            layer,
-            X,
-            y,
-            factory,
-            train_ex,
-            test_ex,
-            residue_test,
-            cfg,
-            concept,
-            granularity,
-            t0,
-            threshold_ex,
-        )
+        clf = factory()
+        # Standardization and PCA see no labels: fit them once on the training examples and
+        # share them between CV folds, the concept CAV and every random CAV (held-out proteins
+        # never enter any fit). A classifier without this split is refitted from raw features.
+        shared = hasattr(clf, "fit_preprocess") and hasattr(clf, "fit_head")
+        if shared:
+            scaler, pca, Z = clf.fit_preprocess(X)
 
+            def fit(rows, labels):
+                with threadpool_limits(1, user_api="blas"):  # examples x components: small
+                    return factory().fit_head(Z[rows], labels, (scaler, pca))
+        else:
 
-def _fit_evaluate(
-    store,
-    layer,
-    X,
-    y,
-    factory,
-    train_ex,
-    test_ex,
-    residue_test,
-    cfg,
-    concept,
-    granularity,
-    t0,
-    threshold_ex=None,
-) -> LayerResult:
-    tc, seed = cfg.train, cfg.seed
-    clf = factory()
-    # Standardization and PCA see no labels: fit them once on the training examples and share
-    # them between CV folds, the concept CAV and every random CAV (held-out proteins never
-    # enter any fit). A classifier without this split is refitted from raw features each time.
-    shared = hasattr(clf, "fit_preprocess") and hasattr(clf, "fit_head")
-    if shared:
-        scaler, pca, Z = clf.fit_preprocess(X)
+            def fit(rows, labels):
+                return factory().fit(X[rows], labels)
 
-        def fit(rows, labels):
-            with threadpool_limits(1, user_api="blas"):  # examples x components: small
-                return factory().fit_head(Z[rows], labels, (scaler, pca))
-    else:
+        def decide(c, rows):
+            return c.decision_function(X[rows])
 
-        def fit(rows, labels):
-            return factory().fit(X[rows], labels)
+        cv = cross_validate(fit, decide, y, train_ex.prot, tc.folds, seed + _CV)
+        fold_cavs = [
+            (val, CAV.from_classifier(c, concept, layer)) for val, c in cv.pop("_fold_models", [])
+        ]
+        clf = fit(np.arange(y.size), y)
+        cav = CAV.from_classifier(clf, concept, layer, {"granularity": granularity})
 
-    def decide(c, rows):
-        return c.decision_function(X[rows])
-
-    cv = cross_validate(fit, decide, y, train_ex.prot, tc.folds, seed + _CV)
-    clf = fit(np.arange(y.size), y)
-    cav = CAV.from_classifier(clf, concept, layer, {"granularity": granularity})
-
-    randoms, info = [], []
-    for i in range(tc.n_random):
-        rng = np.random.default_rng([seed, _RANDOM, layer, i])
-        rows, labels = random_labels(tc.random_mode, y, rng)
-        randoms.append(
-            CAV.from_classifier(
-                fit(rows, labels), f"{concept}:random", layer, {"index": i, "mode": tc.random_mode}
+        randoms, info = [], []
+        for i in range(tc.n_random):
+            rng = np.random.default_rng([seed, _RANDOM, layer, i])
+            rows, labels = random_labels(tc.random_mode, y, rng)
+            randoms.append(
+                CAV.from_classifier(
+                    fit(rows, labels),
+                    f"{concept}:random",
+                    layer,
+                    {"index": i, "mode": tc.random_mode},
+                )
             )
-        )
-        info.append({"index": i, "seed": [seed, _RANDOM, layer, i], "mode": tc.random_mode})
+            info.append({"index": i, "seed": [seed, _RANDOM, layer, i], "mode": tc.random_mode})
+        train = {
+            "examples": len(train_ex),
+            "positive": int((y == 1).sum()),
+            "negative": int((y == 0).sum()),
+            "proteins": int(np.unique(train_ex.prot).size),
+            "auroc": _auc(y, np.asarray(clf.decision_function(X)))[0],
+            **train_ex.notes,
+        }
+    return FittedLayer(
+        layer, clf, cav, randoms, info, cv, fold_cavs, shared, train, time.perf_counter() - t0
+    )
 
+
+def evaluate_layer(
+    fitted: FittedLayer,
+    source,
+    train_ex: Examples,
+    test_ex: Examples,
+    residue_test: Examples | None,
+    cfg,
+    concept: str,
+    granularity: str,
+    threshold_ex: Examples | None = None,
+) -> LayerResult:
+    """Held-out AUROCs, thresholds, decoding and calibration of one fitted layer. `source`:
+    the store, or the `Projections` of a run whose store keeps a training sample."""
+    t0 = time.perf_counter()
+    tc, seed, layer = cfg.train, cfg.seed, fitted.layer
+    clf, cav, randoms, info, cv = (
+        fitted.classifier,
+        fitted.cav,
+        fitted.randoms,
+        fitted.random_info,
+        fitted.cv,
+    )
     all_cavs = [cav, *randoms]
     D = np.stack([c.direction for c in all_cavs])
     b = np.array([c.bias for c in all_cavs])
-    S = test_ex.score(store, layer, D, b)
+    S = test_ex.score(source, layer, D, b)
     yt = test_ex.y.astype(np.int64)
     auroc, auprc = _auc(yt, S[:, 0])
     r_aucs = []
@@ -479,13 +554,12 @@ def _fit_evaluate(
         entry.update(auroc=ra, auprc=rp)
         r_aucs.append(ra)
 
-    fold_models = cv.pop("_fold_models", [])
     residue_auroc = residue_scores = None
     if residue_test is not None:
         residue_scores = (
             S[:, 0]
             if residue_test is test_ex
-            else residue_test.score(store, layer, D[:1], b[:1])[:, 0]
+            else residue_test.score(source, layer, D[:1], b[:1])[:, 0]
         )
         residue_auroc = _auc(residue_test.y.astype(np.int64), residue_scores)[0]
     # Thresholds, decoding and calibration: training proteins only. Out-of-fold scores (each
@@ -494,13 +568,13 @@ def _fit_evaluate(
     thr_ex = threshold_ex
     if thr_ex is None:
         thr_ex = training_residues(train_ex) if residue_test is not None else train_ex
-    oof = out_of_fold_scores(fold_models, thr_ex, store, layer, concept)
+    oof = out_of_fold_scores(fitted.fold_cavs, thr_ex, source, layer)
     if oof is not None:
         thr_scores, rows = oof
         thresholds_from = OOF_SOURCE
     else:
         rows = np.arange(len(thr_ex))
-        thr_scores = thr_ex.score(store, layer, D[:1], b[:1])[:, 0]
+        thr_scores = thr_ex.score(source, layer, D[:1], b[:1])[:, 0]
         thresholds_from = INSAMPLE_SOURCE
     thr_labels = thr_ex.y[rows]
     thc = cfg.thresholds
@@ -543,14 +617,7 @@ def _fit_evaluate(
             if pca_used
             else None,
         },
-        "train": {
-            "examples": len(train_ex),
-            "positive": int((y == 1).sum()),
-            "negative": int((y == 0).sum()),
-            "proteins": int(np.unique(train_ex.prot).size),
-            "auroc": _auc(y, np.asarray(clf.decision_function(X)))[0],
-            **train_ex.notes,
-        },
+        "train": fitted.train,
         "cv": {
             **cv,
             "auroc_mean": float(np.mean(cv["fold_aurocs"])) if cv["fold_aurocs"] else None,
@@ -571,14 +638,14 @@ def _fit_evaluate(
             "n": tc.n_random,
             "mode": tc.random_mode,
             "preprocessing": "shared: the layer's scaler and PCA (fit without labels)"
-            if shared
+            if fitted.shared
             else "refit per random CAV",
             "aurocs": r_aucs,
             "mean": st["random_mean"],
             "sd": st["random_sd"],
         },
         "stats": st,
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(fitted.seconds + time.perf_counter() - t0, 3),
     }
     return LayerResult(layer, cav, clf, randoms, info, report, thresholds, st, S[:, 0])
 
@@ -634,6 +701,28 @@ def _controls(cfg, train_ex: Examples, test_ex: Examples, results: dict) -> dict
     )
     log.info("train: controls in %.1f s", time.perf_counter() - t0)
     return rows
+
+
+def training_positions(cfg, ds) -> dict[str, np.ndarray]:
+    """Per sequence hash, the residue positions `train` reads the states of (its sampled
+    examples): all a store keeping a training sample keeps (`store.residue_states: sample`)."""
+    granularity = resolve_granularity(cfg.train.granularity, ds.has_spans)
+    pos, neg = ds.part("train")
+    return plan_examples(granularity, pos, neg, cfg.train.residue_cap, cfg.seed).positions()
+
+
+def project_residues(ctx: StageContext, proteins: list[Protein], directions: dict) -> Projections:
+    """Every residue of `proteins` projected on each layer's `directions` [K, H], from one
+    forward pass (for a run whose store keeps only a training sample)."""
+    from esm_tcav.engine.embed import make_engine
+    from esm_tcav.ui import progress_bar
+
+    unique = list({p.seq_hash: p for p in proteins}.values())
+    engine = make_engine(ctx.cfg, ctx.loaded, sorted(directions))
+    with progress_bar(len(unique), "projections") as advance:
+        return Projections.compute(
+            engine, unique, directions, ctx.store, ctx.cfg.embed.residue_dtype, advance
+        )
 
 
 def inputs_record(ctx: StageContext, granularity: str) -> dict:
@@ -803,18 +892,22 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
             test_ex if granularity == "residue" else all_residue_examples(test_pos, test_neg)
         )
         threshold_ex = all_residue_examples(train_pos, train_neg)
+    fitted = {
+        layer: fit_layer(ctx.store, layer, train_ex, cfg, ds.concept, granularity)
+        for layer in iter_progress(ctx.layers, "train", "layers")
+    }
+    source = ctx.store
+    if not isinstance(ctx.residue_keep, bool):  # the store keeps a training sample
+        scored = [thr.proteins for thr in (threshold_ex or train_ex, test_ex, residue_test) if thr]
+        source = project_residues(
+            ctx,
+            [p for group in scored for p in group],
+            {n: f.directions() for n, f in fitted.items()},
+        )
     results = {}
-    for layer in iter_progress(ctx.layers, "train", "layers"):
-        results[layer] = train_layer(
-            ctx.store,
-            layer,
-            train_ex,
-            test_ex,
-            residue_test,
-            cfg,
-            ds.concept,
-            granularity,
-            threshold_ex,
+    for layer, fit in fitted.items():
+        results[layer] = evaluate_layer(
+            fit, source, train_ex, test_ex, residue_test, cfg, ds.concept, granularity, threshold_ex
         )
         log.info(
             "train: layer %d held-out AUROC %.3f (%.1f s)",

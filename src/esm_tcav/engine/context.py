@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from esm_tcav.config import Config
-    from esm_tcav.engine.store import EmbeddingStore
+    from esm_tcav.engine.store import EmbeddingStore, Keep
     from esm_tcav.io.proteins import Protein
     from esm_tcav.models.base import ProteinLM
 
@@ -55,6 +55,13 @@ class StageContext(Protocol):
 
     @property
     def store(self) -> EmbeddingStore: ...
+
+    @property
+    def residue_keep(self) -> Keep:
+        """Which residue states the store keeps: every residue (True), none (False), or per
+        sequence hash the positions training samples (later stages then score residues from
+        the forward pass)."""
+        ...
 
     def ensure_embeddings(
         self,

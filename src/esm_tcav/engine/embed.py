@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from esm_tcav.engine.context import StageContext
 from esm_tcav.engine.forward import ForwardEngine
+from esm_tcav.engine.store import Keep, kept_rows
 from esm_tcav.io.proteins import Protein
 from esm_tcav.models.base import ProteinLM
 
@@ -53,16 +54,19 @@ def embed_into_store(
     store,
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
+    keep: Keep | None = None,
 ) -> int:
     """Embed what the store lacks, one shard per `embed.shard_residues`; returns how many.
+
+    `keep`: which residue states to store (`engine.store.Keep`); None: `embed.per_residue`.
 
     Proteins go longest first in shards of at most `shard_residues` residues (a single longer
     protein makes a shard of its own), so a kill loses at most the shard being filled. Each
     shard's proteins are claimed first: proteins another live writer claimed are left to it and
     waited for, so runs sharing a store embed every sequence once. `force` re-embeds.
     """
-    per_residue = cfg.embed.per_residue
-    pending = _unique(proteins) if force else store.missing(proteins, layers, per_residue)
+    keep = cfg.embed.per_residue if keep is None else keep
+    pending = _unique(proteins) if force else store.missing(proteins, layers, keep)
     if not pending:
         return 0
     pending.sort(key=lambda p: -len(p.sequence))
@@ -85,20 +89,20 @@ def embed_into_store(
         else:
             try:
                 store.refresh()  # another writer may have stored some since we looked
-                todo = mine if force else store.missing(mine, layers, per_residue)
+                todo = mine if force else store.missing(mine, layers, keep)
                 if todo:
                     shard = [
-                        store.compact(prot, states, per_residue)
+                        store.compact(prot, states, kept_rows(keep, prot.seq_hash))
                         for prot, states in engine.iter_residue_states(todo, progress)
                     ]
-                    store.write_shard(shard, per_residue)
+                    store.write_shard(shard)
                     done += len(todo)
             finally:
                 store.release(mine)
         store.refresh()
         taken = {p.seq_hash for p in mine}
         rest = [p for p in pending if p.seq_hash not in taken]
-        pending = rest if force else store.missing(rest, layers, per_residue)
+        pending = rest if force else store.missing(rest, layers, keep)
     return done
 
 
@@ -117,7 +121,7 @@ def run_embed(ctx: StageContext, shard: tuple[int, int] | None = None, force: bo
     if shard is not None:
         i, n = shard
         proteins = proteins[i::n]
-    todo = proteins if force else ctx.store.missing(proteins, ctx.layers, ctx.cfg.embed.per_residue)
+    todo = proteins if force else ctx.store.missing(proteins, ctx.layers, ctx.residue_keep)
     with progress_bar(len(todo), "embed") as advance:
         done = ctx.ensure_embeddings(todo, progress=advance, force=force)
     summary = {

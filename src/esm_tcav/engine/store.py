@@ -2,7 +2,10 @@
 
 Layout: ``root/<model fingerprint>/shard-<id>/`` holding ``index.json`` and, per layer n,
 ``L{n}.mean.npy`` [proteins, H] float32, ``L{n}.residues.npy`` [sum of lengths, H] (optional) and
-``L{n}.spans.npy`` [spans, H]. An embedding is keyed by model fingerprint + layer + sequence hash
+``L{n}.spans.npy`` [spans, H]. A shard that keeps only some residues of its proteins (a training
+sample, `store.residue_states: sample`) has ``L{n}.sampled.npy`` [kept residues, H] instead of
+``L{n}.residues.npy``, and ``sample_positions.npy`` (the 0-based positions kept, per protein).
+An embedding is keyed by model fingerprint + layer + sequence hash
 only: the protein's ID and its spans play no part, so any run, config or library on the same model
 reuses what any other stored (`store.path` in the config, `--store` on every verb). Span vectors
 are pooled from the stored residues when read; the span rows a shard keeps are only a cache for
@@ -25,7 +28,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,37 @@ from esm_tcav.io.proteins import Protein
 FORMAT = "esm-tcav-store/1"
 CLAIM_STALE_S = 3600.0  # a claim from another host older than this is taken over
 _HOST = socket.gethostname()
+
+
+# Which residue states the store keeps: True every residue of every protein, False none, or per
+# sequence hash True / False / the sorted 0-based positions to keep (absent: none).
+Keep = bool | Mapping[str, "np.ndarray | bool"]
+
+
+def kept_rows(keep: Keep, seq_hash: str) -> np.ndarray | bool:
+    """What `keep` says the store keeps of one sequence's residue states."""
+    if isinstance(keep, bool | np.bool_):
+        return bool(keep)
+    return keep.get(seq_hash, False)
+
+
+def union_keep(parts: Iterable[tuple[Keep, list[Protein]]]) -> Keep:
+    """One `Keep` for several runs' proteins embedded in one pass (a library): a sequence keeps
+    every residue any run keeps, and the union of the runs' samples."""
+    parts = list(parts)
+    if all(keep is True for keep, _ in parts) or all(keep is False for keep, _ in parts):
+        return parts[0][0] if parts else False
+    out: dict[str, np.ndarray | bool] = {}
+    for keep, proteins in parts:
+        for p in proteins:
+            rows, old = kept_rows(keep, p.seq_hash), out.get(p.seq_hash, False)
+            if old is True or rows is True:
+                out[p.seq_hash] = True
+            elif old is False or rows is False:
+                out[p.seq_hash] = rows if old is False else old
+            else:
+                out[p.seq_hash] = np.union1d(old, rows)
+    return out
 
 
 def store_root(path: str | Path, fingerprint: str) -> Path:
@@ -63,6 +97,7 @@ class EmbeddingStore:
         self._index: dict[tuple[str, int], _Loc] = {}
         self._spans: dict[tuple[str, int], dict[tuple[int, int], tuple[Path, int]]] = {}
         self._has_residues: dict[Path, set[int]] = {}
+        self._samples: dict[tuple[str, int], list[tuple[Path, int, np.ndarray]]] = {}
         self._mmaps: dict[Path, np.ndarray] = {}
         self._known: set[str] = set()
         self.refresh()
@@ -100,6 +135,14 @@ class EmbeddingStore:
                     layer in res_layers and layer not in self._has_residues[old.shard]
                 ):
                     self._index[(h, layer)] = _Loc(shard, row, off, length)
+        if idx.get("sampled_layers"):
+            kept = np.load(shard / "sample_positions.npy", allow_pickle=False)
+            for h, off, count in zip(
+                idx["seq_hashes"], idx["sample_offsets"], idx["sample_counts"], strict=True
+            ):
+                for layer in idx["sampled_layers"]:
+                    entry = (shard, off, kept[off : off + count])
+                    self._samples.setdefault((h, layer), []).append(entry)
         for srow, (prow, start, end, _name) in enumerate(idx["spans"]):
             h = idx["seq_hashes"][prow]
             for layer in idx["layers"]:
@@ -118,27 +161,51 @@ class EmbeddingStore:
             return False
         return not residues or layer in self._has_residues[loc.shard]
 
+    def covers(self, seq_hash: str, layer: int, positions: np.ndarray) -> bool:
+        """Are the residue states at these 0-based positions stored (all residues or a sample)?"""
+        return (
+            self.has(seq_hash, layer, residues=True)
+            or self._sample(seq_hash, layer, positions) is not None
+        )
+
+    def _sample(self, seq_hash: str, layer: int, positions: np.ndarray):
+        """(sampled rows file, rows) of a stored sample holding every position, or None."""
+        positions = np.asarray(positions, dtype=np.int64)
+        for shard, off, kept in self._samples.get((seq_hash, layer), []):
+            at = np.searchsorted(kept, positions)
+            if positions.size == 0 or (
+                (at < kept.size).all() and (kept[np.minimum(at, kept.size - 1)] == positions).all()
+            ):
+                return shard / f"L{layer}.sampled.npy", off + at
+        return None
+
     def missing(
-        self, proteins: Iterable[Protein], layers: list[int], residues: bool = False
+        self, proteins: Iterable[Protein], layers: list[int], residues: Keep = False
     ) -> list[Protein]:
-        """Proteins whose sequence some requested layer has not been stored for yet.
+        """Proteins whose sequence some requested layer has not been stored for yet, with the
+        residue states `residues` asks to keep (see `Keep`).
 
         Spans never make a protein missing while its residues are stored (span vectors are
-        pooled from them); only a store without residues (`residues=False`) needs a span's
-        pooled row, which the shard caches when the protein is embedded.
+        pooled from them); only a protein stored without residues needs a span's pooled row,
+        which the shard caches when the protein is embedded.
         """
         out, seen = [], set()
         for p in proteins:
             if p.seq_hash in seen:
                 continue
             seen.add(p.seq_hash)
-            if any(self._needs(p, layer, residues) for layer in layers):
+            rows = kept_rows(residues, p.seq_hash)
+            if any(self._needs(p, layer, rows) for layer in layers):
                 out.append(p)
         return out
 
-    def _needs(self, p: Protein, layer: int, residues: bool) -> bool:
-        if not self.has(p.seq_hash, layer, residues):
+    def _needs(self, p: Protein, layer: int, rows: np.ndarray | bool) -> bool:
+        if not self.has(p.seq_hash, layer):
             return True
+        if rows is True:
+            return not self.has(p.seq_hash, layer, residues=True)
+        if rows is not False:
+            return not self.covers(p.seq_hash, layer, rows)
         if self.has(p.seq_hash, layer, residues=True):
             return False
         cached = self._spans.get((p.seq_hash, layer), {})
@@ -161,12 +228,26 @@ class EmbeddingStore:
         """Per-residue states [L, H] as float32 (read through a memory map)."""
         loc = self._loc(seq_hash, layer)
         if layer not in self._has_residues[loc.shard]:
-            raise ArtifactError(
-                f"per-residue states of {seq_hash} at layer {layer} were not stored; rerun embed "
-                "with embed.per_residue: true"
-            )
+            return self.residue_rows(seq_hash, layer, np.arange(loc.length))
         arr = self._array(loc.shard / f"L{layer}.residues.npy")
         return np.asarray(arr[loc.offset : loc.offset + loc.length], dtype=np.float32)
+
+    def residue_rows(self, seq_hash: str, layer: int, positions: np.ndarray) -> np.ndarray:
+        """States [n, H] float32 of the residues at these 0-based positions (sorted or not),
+        from all of the protein's residues or from a stored sample that holds them."""
+        loc = self._loc(seq_hash, layer)
+        if layer in self._has_residues[loc.shard]:
+            return self.residues(seq_hash, layer)[positions]
+        found = self._sample(seq_hash, layer, positions)
+        if found is None:
+            raise ArtifactError(
+                f"per-residue states of {seq_hash} at layer {layer} were not stored (the store "
+                "keeps a training sample, or no residues: store.residue_states, "
+                "embed.per_residue); score it from the forward pass, or rerun embed with "
+                "store.residue_states: all"
+            )
+        path, rows = found
+        return np.asarray(self._array(path)[rows], dtype=np.float32)
 
     def span(self, seq_hash: str, layer: int, start: int, end: int, name: str) -> np.ndarray:
         """Mean state over residues start..end (1-based inclusive); `name` plays no part."""
@@ -236,22 +317,27 @@ class EmbeddingStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ writing
-    def compact(self, prot: Protein, states: dict[int, np.ndarray], per_residue: bool) -> tuple:
-        """What a shard keeps of one protein: pooled vectors, and residues in the store dtype.
+    def compact(
+        self, prot: Protein, states: dict[int, np.ndarray], rows: np.ndarray | bool
+    ) -> tuple:
+        """What a shard keeps of one protein: pooled vectors, and the residues `rows` says
+        (True all, False none, or the sorted positions of a sample) in the store dtype.
 
         Done as soon as a protein is embedded, so a pending shard holds float16 residues (or
-        none at all) instead of float32 states: memory stays small whatever the shard size.
+        few or none) instead of float32 states: memory stays small whatever the shard size.
         """
         pooled = {
             layer: (mean_pool(st), [span_pool(st, s.start, s.end) for s in prot.spans])
             for layer, st in states.items()
         }
-        residues = (
-            {layer: st.astype(self.residue_dtype) for layer, st in states.items()}
-            if per_residue
-            else None
-        )
-        return prot, pooled, residues
+        positions = None if isinstance(rows, bool) else np.asarray(rows, dtype=np.int64)
+        residues = None
+        if rows is True or positions is not None:
+            residues = {
+                layer: (st if positions is None else st[positions]).astype(self.residue_dtype)
+                for layer, st in states.items()
+            }
+        return prot, pooled, residues, positions
 
     def write_shard(self, items: list, per_residue: bool = True) -> Path:
         """Write one shard atomically: a temporary folder renamed into place.
@@ -260,8 +346,9 @@ class EmbeddingStore:
         """
         if not items:
             raise ValueError("empty shard")
-        items = [it if len(it) == 3 else self.compact(it[0], it[1], per_residue) for it in items]
-        per_residue = items[0][2] is not None
+        items = [self.compact(*it, per_residue) if len(it) == 2 else it for it in items]
+        per_residue = all(r is not None and pos is None for _, _, r, pos in items)
+        sampled = not per_residue and any(r is not None for _, _, r, _ in items)
         layers = sorted(items[0][1])
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"shard-{uuid.uuid4().hex[:12]}"
@@ -270,14 +357,16 @@ class EmbeddingStore:
         try:
             offsets, lengths, spans = [], [], []
             off = 0
-            for row, (prot, _, _) in enumerate(items):
+            for row, (prot, _, _, _) in enumerate(items):
                 offsets.append(off)
                 lengths.append(len(prot.sequence))
                 off += len(prot.sequence)
                 spans.extend([row, s.start, s.end, s.name] for s in prot.spans)
             for layer in layers:
-                save_npy(tmp / f"L{layer}.mean.npy", np.stack([p[layer][0] for _, p, _ in items]))
-                span_vecs = [v for _, p, _ in items for v in p[layer][1]]
+                save_npy(
+                    tmp / f"L{layer}.mean.npy", np.stack([p[layer][0] for _, p, _, _ in items])
+                )
+                span_vecs = [v for _, p, _, _ in items for v in p[layer][1]]
                 hidden = items[0][1][layer][0].shape[0]
                 save_npy(
                     tmp / f"L{layer}.spans.npy",
@@ -286,19 +375,34 @@ class EmbeddingStore:
                 if per_residue:
                     save_npy(
                         tmp / f"L{layer}.residues.npy",
-                        np.concatenate([r[layer] for _, _, r in items]),
+                        np.concatenate([r[layer] for _, _, r, _ in items]),
+                    )
+                if sampled:
+                    rows = [r for _, _, r, _ in items]
+                    save_npy(
+                        tmp / f"L{layer}.sampled.npy",
+                        np.concatenate(
+                            [_rows_of(r, layer, hidden, self.residue_dtype) for r in rows]
+                        ),
                     )
             index = {
                 "format": FORMAT,
                 "fingerprint": self.fingerprint,
                 "layers": layers,
                 "residue_layers": layers if per_residue else [],
-                "ids": [p.id for p, _, _ in items],
-                "seq_hashes": [p.seq_hash for p, _, _ in items],
+                "ids": [p.id for p, _, _, _ in items],
+                "seq_hashes": [p.seq_hash for p, _, _, _ in items],
                 "offsets": offsets,
                 "lengths": lengths,
                 "spans": spans,
             }
+            if sampled:
+                kept = [_kept_positions(prot, r, pos) for prot, _, r, pos in items]
+                counts = [int(k.size) for k in kept]
+                index["sampled_layers"] = layers
+                index["sample_offsets"] = np.r_[0, np.cumsum(counts)[:-1]].astype(int).tolist()
+                index["sample_counts"] = counts
+                save_npy(tmp / "sample_positions.npy", np.concatenate(kept).astype(np.int64))
             atomic_write_text(tmp / "index.json", json.dumps(index))
             final = self.root / name
             replace_dir(tmp, final)
@@ -307,6 +411,16 @@ class EmbeddingStore:
             raise
         self._add(final, index)
         return final
+
+
+def _rows_of(residues, layer: int, hidden: int, dtype) -> np.ndarray:
+    return residues[layer] if residues is not None else np.zeros((0, hidden), dtype)
+
+
+def _kept_positions(prot: Protein, residues, positions) -> np.ndarray:
+    if positions is not None:
+        return positions
+    return np.arange(len(prot.sequence) if residues is not None else 0, dtype=np.int64)
 
 
 def _stale(path: Path) -> bool:

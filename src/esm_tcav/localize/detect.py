@@ -355,7 +355,10 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
 
     # 2. where the states come from: the store (the held-out set, embedded into it if missing;
     # an --input file only when all of it is stored or store.keep_inputs) or the forward pass
-    from_store = mode == "one-pass" and cfg.embed.per_residue and all(n in ctx.layers for n in cavs)
+    # (a store keeping only a training sample, store.residue_states, scores from the forward pass)
+    from_store = (
+        mode == "one-pass" and ctx.residue_keep is True and all(n in ctx.layers for n in cavs)
+    )
     if from_store and input_path is not None and not cfg.store.keep_inputs:
         # proteins from --input are not the concept's data: read them only if all are stored
         # already, else score them from the forward pass and store nothing (store.keep_inputs)

@@ -15,9 +15,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from esm_tcav.config import Config, snapshot_yaml
 from esm_tcav.engine.embed import embed_into_store, open_store
-from esm_tcav.engine.store import EmbeddingStore
+from esm_tcav.engine.store import EmbeddingStore, Keep
 from esm_tcav.io.files import atomic_write_text, check_output_dir
 from esm_tcav.io.logs import LogCapture, log_to_file, start_capture
 from esm_tcav.io.proteins import Protein
@@ -49,6 +51,7 @@ class RunContext:
         self._layers: list[int] | None = None
         self._dataset: Dataset | None = None
         self._store: EmbeddingStore | None = None
+        self._keep: Keep | None = None
         self._split_written = False
         self._capture: LogCapture | None = None
 
@@ -151,15 +154,59 @@ class RunContext:
         """Read and write embeddings in `store` instead of the run's own."""
         self._store = store
 
+    @property
+    def residue_keep(self) -> Keep:
+        """Which residue states the store keeps of this run's proteins: every residue (True),
+        none (False: `embed.per_residue: false`) or, per sequence hash, the positions training
+        samples (`store.residue_states: sample`, or `auto` when keeping every residue would take
+        more than `store.full_states_max_gib`)."""
+        if self._keep is None:
+            self._keep = self._choose_keep()
+        return self._keep
+
+    def _choose_keep(self) -> Keep:
+        cfg = self.cfg
+        if not cfg.embed.per_residue:
+            return False
+        mode = cfg.store.residue_states
+        if mode == "auto":
+            residues = sum(
+                len(p.sequence) for p in {p.seq_hash: p for p in self.dataset.proteins}.values()
+            )
+            size = residues * len(self.layers) * self.loaded.hidden_size
+            gib = size * np.dtype(cfg.embed.residue_dtype).itemsize / 2**30
+            mode = "all" if gib <= cfg.store.full_states_max_gib else "sample"
+            if mode == "sample":
+                log.info(
+                    "store: every residue state would take %.1f GiB (> store.full_states_max_gib "
+                    "%.1f): keeping the training sample only; later stages score from the "
+                    "forward pass (store.residue_states: all keeps every state)",
+                    gib,
+                    cfg.store.full_states_max_gib,
+                )
+        if mode == "all":
+            return True
+        from esm_tcav.concepts.train import training_positions
+
+        return training_positions(cfg, self.dataset)
+
     def ensure_embeddings(
         self,
         proteins: list[Protein],
         progress: Callable[..., object] | None = None,
         force: bool = False,
     ) -> int:
-        """Embed the proteins the store lacks (all tapped layers); returns how many were done."""
+        """Embed the proteins the store lacks (all tapped layers, the residue states that
+        `residue_keep` says); returns how many were done."""
         return embed_into_store(
-            self.cfg, self.loaded, proteins, self.layers, self.store, progress=progress, force=force
+            self.cfg,
+            self.loaded,
+            proteins,
+            self.layers,
+            self.store,
+            progress=progress,
+            force=force,
+            keep=self.residue_keep,
         )
 
 

@@ -153,18 +153,25 @@ def _embed_union(contexts: list[tuple]) -> None:
     """One embedding pass over the union of every concept's proteins (and the background
     population they draw from), before any concept trains: each sequence once, in batches
     that mix concepts, so training then only reads the store."""
+    from esm_tcav.engine.embed import embed_into_store
+    from esm_tcav.engine.store import union_keep
     from esm_tcav.ui import progress_bar
 
-    by_store: dict[int, tuple] = {}
+    by_store: dict[int, list] = {}
     for _, _, ctx in contexts:
-        _, proteins = by_store.setdefault(id(ctx.store), (ctx, []))
-        proteins.extend(ctx.dataset.proteins)
-    for ctx, proteins in by_store.values():
-        todo = ctx.store.missing(proteins, ctx.layers, ctx.cfg.embed.per_residue)
+        by_store.setdefault(id(ctx.store), []).append(ctx)
+    for ctxs in by_store.values():
+        ctx = ctxs[0]
+        proteins = [p for c in ctxs for p in c.dataset.proteins]
+        # each concept's residue states as its own run keeps them (all, or its training sample)
+        keep = union_keep((c.residue_keep, c.dataset.proteins) for c in ctxs)
+        todo = ctx.store.missing(proteins, ctx.layers, keep)
         if not todo:
             continue
         with progress_bar(len(todo), "library embed") as advance:
-            done = ctx.ensure_embeddings(todo, progress=advance)
+            done = embed_into_store(
+                ctx.cfg, ctx.loaded, todo, ctx.layers, ctx.store, progress=advance, keep=keep
+            )
         log.info(
             "library: %d distinct proteins embedded in one pass (%d of the concepts' proteins "
             "were stored already)",

@@ -166,7 +166,7 @@ def unfinished_shards(cfg: Config) -> list[int]:
     proteins = ctx.dataset.proteins
     store = open_store(cfg, ctx.loaded)
     n = cfg.slurm.shards
-    return [i for i in range(n) if store.missing(proteins[i::n], ctx.layers, cfg.embed.per_residue)]
+    return [i for i in range(n) if store.missing(proteins[i::n], ctx.layers, ctx.residue_keep)]
 
 
 def unfinished_stages(cfg: Config, stages: list[str]) -> list[str]:
