@@ -80,6 +80,7 @@ def null_ctx(tmp_path_factory, tiny_hf_folder, tiny_registry):
                 "layers": [1, 3],
             },
             "data": {"positives": "x", "negatives": "y"},
+            "store": {"residue_states": "all"},  # no dataset to size the store by: keep all
             "train": {"pca_components": 16, "folds": 3, "residue_cap": 3000},
         }
     )

@@ -47,6 +47,11 @@ def test_scripts_chain_array_then_stages(tmp_path):
     assert '--shard "${SLURM_ARRAY_TASK_ID}/3"' in embed
     assert "source /opt/venv/bin/activate" in embed and "#SBATCH --partition=gpu" in embed
     assert set(paths) == {"embed", "train", "evaluate", "detect", "tcav", "report"}
+    # train and evaluate run the model when the store may keep only a training sample (auto)
+    assert "--gres=gpu:1" in paths["train"].read_text()
+    assert "--gres" not in paths["report"].read_text()
+    full = load_config(cfg_path, {"slurm.gpus": 1, "store.residue_states": "all"})
+    assert "--gres" not in write_scripts(full, cfg_path)["train"].read_text()
     res = CliRunner().invoke(app, ["slurm", str(cfg_path), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "#SBATCH --array=0-2" in res.stdout and "esm_tcav train" in res.stdout

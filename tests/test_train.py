@@ -54,6 +54,9 @@ class FakeStore:
     def residues(self, seq_hash: str, layer: int) -> np.ndarray:
         return self.states[seq_hash]
 
+    def residue_rows(self, seq_hash: str, layer: int, positions: np.ndarray) -> np.ndarray:
+        return self.states[seq_hash][positions]
+
     def mean(self, seq_hash: str, layer: int) -> np.ndarray:
         return self.states[seq_hash].mean(axis=0)
 

@@ -133,9 +133,17 @@ def run_embed(ctx: StageContext, shard: tuple[int, int] | None = None, force: bo
         "reused": len(proteins) - done,
         "indexing_corrections": _corrections_logged(ctx),
         "store": str(ctx.store.root),
+        "residue_states": _kept_words(ctx.residue_keep),
     }
     log.info("embed summary: %s", summary)
     return summary
+
+
+def _kept_words(keep: Keep) -> str:
+    if isinstance(keep, bool):
+        return "every residue" if keep else "none (pooled vectors only)"
+    kept = sum(0 if isinstance(v, bool) else len(v) for v in keep.values())
+    return f"the training sample ({kept:,} residues a layer; store.residue_states)"
 
 
 def _corrections_logged(ctx: StageContext) -> int:

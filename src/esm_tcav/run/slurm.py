@@ -93,9 +93,13 @@ def pipeline_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> 
             + [f'{exe} embed {conf} --shard "${{SLURM_ARRAY_TASK_ID}}/{n}"']
         ),
     }
+    sampled = cfg.store.residue_states != "all"
     for stage in STAGES:
         if stage in cfg.steps:
-            gpus = cfg.slurm.gpus if stage in {"detect", "tcav"} else 0
+            # the stages that run the model; train and evaluate do when the store may keep only
+            # a training sample (store.residue_states: sample, or auto past its size limit)
+            model = {"detect", "tcav"} | ({"train", "evaluate"} if sampled else set())
+            gpus = cfg.slurm.gpus if stage in model else 0
             scripts[stage] = _text(
                 _header(cfg, stage, log_dir, gpus=gpus) + [f"{exe} {stage} {conf}"]
             )
