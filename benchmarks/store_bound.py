@@ -59,6 +59,7 @@ def _positives() -> list[Protein]:
 
 
 def _run(out: Path, negatives: Path, mode: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
     cfg = out / "run.yaml"
     demo = (ROOT / "configs" / "demo.yaml").read_text()
     cfg.write_text(

@@ -65,8 +65,9 @@ def _summary(out: Path) -> dict:
     return json.loads(next((out / "cavs" / "tiny_esm2").glob("summary_v*.json")).read_text())
 
 
+@pytest.mark.parametrize("granularity", ["residue", "span", "protein"])
 def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
-    tmp_path, tiny_hf_folder, tiny_registry
+    tmp_path, tiny_hf_folder, tiny_registry, granularity
 ):
     runs = {}
     for mode in ("all", "sample"):
@@ -75,7 +76,7 @@ def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
             tiny_hf_folder,
             tiny_registry,
             n=20,
-            train={"residue_cap": 200},
+            train={"residue_cap": 200, "granularity": granularity},
             store={"residue_states": mode},
         )
         res = _invoke("run", str(cfg), "--steps", "embed,train,evaluate,detect", "--json")
@@ -106,7 +107,10 @@ def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
 
     layers = 3
     assert rows(sampled, "L*.residues.npy") == 0
-    assert 0 < rows(sampled, "L*.sampled.npy") <= 200 * layers
+    if granularity == "residue":
+        assert 0 < rows(sampled, "L*.sampled.npy") <= 200 * layers
+    if granularity == "protein":  # pooled vectors are all training reads
+        assert rows(sampled, "L*.sampled.npy") == 0
     assert rows(full, "L*.residues.npy") > 4 * rows(sampled, "L*.sampled.npy")
 
 

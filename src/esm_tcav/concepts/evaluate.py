@@ -125,7 +125,8 @@ def run_evaluate(ctx: StageContext) -> dict:
     )
 
     source = ctx.store
-    if not isinstance(ctx.residue_keep, bool):  # a training sample: score from the forward pass
+    per_residue = test_ex.kind != "protein" or residue_ex is not None
+    if per_residue and not isinstance(ctx.residue_keep, bool):  # a sample: score from the model
         directions = {
             n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
         }

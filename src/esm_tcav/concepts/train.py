@@ -897,13 +897,14 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         for layer in iter_progress(ctx.layers, "train", "layers")
     }
     source = ctx.store
-    if not isinstance(ctx.residue_keep, bool):  # the store keeps a training sample
-        scored = [thr.proteins for thr in (threshold_ex or train_ex, test_ex, residue_test) if thr]
-        source = project_residues(
-            ctx,
-            [p for group in scored for p in group],
-            {n: f.directions() for n, f in fitted.items()},
-        )
+    scored = [
+        p
+        for ex in (threshold_ex or train_ex, test_ex, residue_test)
+        if ex is not None and ex.kind != "protein"  # protein examples read pooled vectors
+        for p in ex.proteins
+    ]
+    if scored and not isinstance(ctx.residue_keep, bool):  # the store keeps a training sample
+        source = project_residues(ctx, scored, {n: f.directions() for n, f in fitted.items()})
     results = {}
     for layer, fit in fitted.items():
         results[layer] = evaluate_layer(
