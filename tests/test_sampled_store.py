@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from esm_tcav.engine.forward import ForwardEngine
+from esm_tcav.engine.projections import Projections
 from esm_tcav.engine.store import EmbeddingStore, union_keep
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.proteins import Protein
@@ -67,8 +68,16 @@ def _summary(out: Path) -> dict:
 
 @pytest.mark.parametrize("granularity", ["residue", "span", "protein"])
 def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
-    tmp_path, tiny_hf_folder, tiny_registry, granularity
+    tmp_path, tiny_hf_folder, tiny_registry, granularity, monkeypatch
 ):
+    passes = []
+    compute = Projections.compute.__func__
+
+    def counted(cls, engine, proteins, *args, **kwargs):
+        passes.append(len(proteins))
+        return compute(cls, engine, proteins, *args, **kwargs)
+
+    monkeypatch.setattr(Projections, "compute", classmethod(counted))
     runs = {}
     for mode in ("all", "sample"):
         cfg = write_planted_run(
@@ -83,6 +92,9 @@ def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
         assert res.exit_code == 0, res.output
         runs[mode] = tmp_path / mode / "out"
     full, sampled = runs["all"], runs["sample"]
+    # one forward pass for the projections: train's, over every protein; evaluate and detect
+    # (same process) score the held-out proteins from it
+    assert len(passes) == 1 and passes[0] > 20
     a, s = _summary(full)["layers"], _summary(sampled)["layers"]
     for layer in a:
         for key in ("auroc", "residue_auroc", "cv_auroc_mean", "residue_f1"):

@@ -712,17 +712,24 @@ def training_positions(cfg, ds) -> dict[str, np.ndarray]:
 
 
 def project_residues(ctx: StageContext, proteins: list[Protein], directions: dict) -> Projections:
-    """Every residue of `proteins` projected on each layer's `directions` [K, H], from one
-    forward pass (for a run whose store keeps only a training sample)."""
+    """Every residue of `proteins` projected on each layer's `directions` [K, H] (for a run
+    whose store keeps only a training sample): from one forward pass, or from the projections
+    an earlier stage of the same process made (`train` projects the held-out proteins on every
+    CAV that `evaluate` and `detect` score them with)."""
     from esm_tcav.engine.embed import make_engine
     from esm_tcav.ui import progress_bar
 
     unique = list({p.seq_hash: p for p in proteins}.values())
+    for known in ctx.projections:
+        if known.covers(unique, directions):
+            return known
     engine = make_engine(ctx.cfg, ctx.loaded, sorted(directions))
     with progress_bar(len(unique), "projections") as advance:
-        return Projections.compute(
+        made = Projections.compute(
             engine, unique, directions, ctx.store, ctx.cfg.embed.residue_dtype, advance
         )
+    ctx.projections[:] = [made]  # the newest only: each holds [L, K] floats per protein
+    return made
 
 
 def inputs_record(ctx: StageContext, granularity: str) -> dict:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from esm_tcav.config import Config
+    from esm_tcav.engine.projections import Projections
     from esm_tcav.engine.store import EmbeddingStore, Keep
     from esm_tcav.io.proteins import Protein
     from esm_tcav.models.base import ProteinLM
@@ -35,6 +36,9 @@ class StageContext(Protocol):
 
     cfg: Config
     out: Path
+    # residue projections a stage made from the forward pass, reusable by the next stage of
+    # the same process (`concepts.train.project_residues`)
+    projections: list[Projections]
 
     @property
     def model_loaded(self) -> bool:

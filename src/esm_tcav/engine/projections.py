@@ -56,6 +56,14 @@ class Projections:
                 out._table[(prot.seq_hash, layer)] = st @ dirs.T
         return out
 
+    def covers(self, proteins: Iterable[Protein], directions: dict[int, np.ndarray]) -> bool:
+        """Does this hold every protein's projections on every one of `directions` [K, H]?"""
+        for layer, dirs in directions.items():
+            cols = self._columns.get(layer)
+            if cols is None or any(_key(d) not in cols for d in np.atleast_2d(dirs)):
+                return False
+        return all((p.seq_hash, n) in self._table for p in proteins for n in directions)
+
     def project(self, seq_hash: str, layer: int, directions: np.ndarray) -> np.ndarray:
         """[L, K] projections of the protein's residues on `directions` [K, H] (no bias)."""
         cols = self._columns[layer]

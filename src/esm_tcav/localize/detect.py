@@ -383,6 +383,23 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
                         for n, cav in cavs.items()
                     },
                 )
+    elif mode == "one-pass" and input_path is None and not isinstance(ctx.residue_keep, bool):
+        # the held-out set of a store keeping a training sample: the projections train made in
+        # this process when it has them (one forward pass otherwise)
+        from esm_tcav.concepts.train import project_residues
+
+        directions = {n: cav.direction[None] for n, cav in cavs.items()}
+        projected = project_residues(ctx, proteins, directions)
+
+        def scored() -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
+            for p in proteins:
+                yield (
+                    p,
+                    {
+                        n: projected.project(p.seq_hash, n, d)[:, 0] + np.float32(cavs[n].bias)
+                        for n, d in directions.items()
+                    },
+                )
     else:
         embedder = make_engine(cfg, ctx.loaded, sorted(cavs))
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from esm_tcav.config import Config, snapshot_yaml
 from esm_tcav.engine.embed import embed_into_store, open_store
+from esm_tcav.engine.projections import Projections
 from esm_tcav.engine.store import EmbeddingStore, Keep
 from esm_tcav.io.files import atomic_write_text, check_output_dir
 from esm_tcav.io.logs import LogCapture, log_to_file, start_capture
@@ -52,6 +53,9 @@ class RunContext:
         self._dataset: Dataset | None = None
         self._store: EmbeddingStore | None = None
         self._keep: Keep | None = None
+        # residue projections one stage made from the forward pass, for the next stage of the
+        # same process (a store keeping a training sample; see concepts.train.project_residues)
+        self.projections: list[Projections] = []
         self._split_written = False
         self._capture: LogCapture | None = None
 

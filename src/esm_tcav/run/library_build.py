@@ -204,6 +204,7 @@ def train_concept(
     evaluated = run_evaluate(ctx)
     layer = int(best_layer(ctx.out, ctx.model_name))
     detected = run_detect(ctx)
+    ctx.projections.clear()  # a sampled store's projections: this concept's stages are done
     if int(detected["layer"]) != layer:
         raise ArtifactError(f"{ctx.out}: detect used layer {detected['layer']}, expected {layer}")
     art = load_concept(
