@@ -140,3 +140,51 @@ def test_auto_keeps_the_sample_once_every_state_would_pass_the_limit(
     train_pos, train_neg = tight.dataset.part("train")
     assert set(keep) <= {p.seq_hash for p in train_pos + train_neg}
     assert all(len(v) > 0 for v in keep.values())
+
+
+def test_switching_modes_and_keep_inputs_and_export_on_a_sampled_store(
+    tmp_path, tiny_hf_folder, tiny_registry, monkeypatch
+):
+    passes = []
+    compute = Projections.compute.__func__
+    monkeypatch.setattr(
+        Projections,
+        "compute",
+        classmethod(lambda cls, *a, **k: passes.append(1) or compute(cls, *a, **k)),
+    )
+    cfg = write_planted_run(tmp_path / "run", tiny_hf_folder, tiny_registry, n=12)
+    res = _invoke("run", str(cfg), "--steps", "embed,train")
+    assert res.exit_code == 0, res.output
+    # a store that holds every state is read, whatever the run keeps: no forward pass
+    sample = ["--set", "store.residue_states=sample"]
+    res = _invoke("run", str(cfg), "--steps", "evaluate,detect", *sample, "--force")
+    assert res.exit_code == 0, res.output
+    assert passes == []
+
+    # a store keeping a training sample: store.keep_inputs still stores what detect --input
+    # reads (every residue state), and a second detect reads it back
+    fresh = write_planted_run(
+        tmp_path / "fresh", tiny_hf_folder, tiny_registry, n=12, store={"residue_states": "sample"}
+    )
+    res = _invoke("run", str(fresh), "--steps", "embed,train")
+    assert res.exit_code == 0, res.output
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">A\nMKLVCWHCWHCWHCWHPQRSTVAD\n>B\nMKLVPQRSTVADEGIK\n")
+    from esm_tcav.config import load_config
+    from esm_tcav.localize.detect import run_detect
+    from esm_tcav.run.context import RunContext
+
+    keep = {"store.keep_inputs": True, "detect.layer": 1}
+    got = run_detect(RunContext(load_config(fresh, keep)), input_path=fasta)
+    assert got["states_from"] == "store" and got["embedded_now"] == 2
+    again = run_detect(RunContext(load_config(fresh, keep)), input_path=fasta)
+    assert again["states_from"] == "store" and again["embedded_now"] == 0
+
+    # exporting per-residue states the store does not hold: one line, nothing written
+    out = tmp_path / "export"
+    res = _invoke("store", "export", str(fresh), "--out", str(out))
+    assert res.exit_code != 0
+    assert "store.residue_states" in res.output and "--include mean" in res.output
+    assert not out.exists()
+    res = _invoke("store", "export", str(fresh), "--out", str(out), "--include", "mean")
+    assert res.exit_code == 0, res.output

@@ -29,6 +29,7 @@ from esm_tcav.concepts.train import (
     Examples,
     all_residue_examples,
     matches_inputs,
+    needs_projections,
     plan_examples,
     project_residues,
 )
@@ -126,7 +127,7 @@ def run_evaluate(ctx: StageContext) -> dict:
 
     source = ctx.store
     per_residue = test_ex.kind != "protein" or residue_ex is not None
-    if per_residue and not isinstance(ctx.residue_keep, bool):  # a sample: score from the model
+    if per_residue and needs_projections(ctx, test_pos + test_neg):  # a training-sample store
         directions = {
             n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
         }

@@ -711,6 +711,15 @@ def training_positions(cfg, ds) -> dict[str, np.ndarray]:
     return plan_examples(granularity, pos, neg, cfg.train.residue_cap, cfg.seed).positions()
 
 
+def needs_projections(ctx: StageContext, proteins: list[Protein]) -> bool:
+    """Must every residue of `proteins` be scored from the forward pass? Yes when the store
+    keeps only a training sample, unless it holds every state of them anyway (an earlier run
+    that kept all)."""
+    if not proteins or isinstance(ctx.residue_keep, bool):
+        return False
+    return bool(ctx.store.missing(proteins, ctx.layers, residues=True))
+
+
 def project_residues(ctx: StageContext, proteins: list[Protein], directions: dict) -> Projections:
     """Every residue of `proteins` projected on each layer's `directions` [K, H] (for a run
     whose store keeps only a training sample): from one forward pass, or from the projections
@@ -724,7 +733,7 @@ def project_residues(ctx: StageContext, proteins: list[Protein], directions: dic
         if known.covers(unique, directions):
             return known
     engine = make_engine(ctx.cfg, ctx.loaded, sorted(directions))
-    with progress_bar(len(unique), "projections") as advance:
+    with progress_bar(len(unique), "scores from the forward pass (sampled store)") as advance:
         made = Projections.compute(
             engine, unique, directions, ctx.store, ctx.cfg.embed.residue_dtype, advance
         )
@@ -910,7 +919,7 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         if ex is not None and ex.kind != "protein"  # protein examples read pooled vectors
         for p in ex.proteins
     ]
-    if scored and not isinstance(ctx.residue_keep, bool):  # the store keeps a training sample
+    if needs_projections(ctx, scored):
         source = project_residues(ctx, scored, {n: f.directions() for n, f in fitted.items()})
     results = {}
     for layer, fit in fitted.items():

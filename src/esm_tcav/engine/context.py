@@ -72,4 +72,5 @@ class StageContext(Protocol):
         proteins: list[Protein],
         progress: Callable[..., object] | None = None,
         force: bool = False,
+        keep: Keep | None = None,
     ) -> int: ...

@@ -246,6 +246,17 @@ def export_store(
     widened to float32 as stored, and the means are the store's mean rows, so the files equal
     the store exactly.
     """
+    if "per_tok" in include:  # before any file is written
+        for protein in proteins:
+            every = np.arange(len(protein.sequence))
+            h = protein.seq_hash
+            if any(store.has(h, n) and not store.covers(h, n, every) for n in layers):
+                raise ArtifactError(
+                    f"store export: the store does not hold every residue state of protein "
+                    f"{protein.id} (it keeps a training sample, store.residue_states, or none, "
+                    "embed.per_residue); export --include mean, or rerun embed with "
+                    "store.residue_states: all"
+                )
     folder = ExportFolder(Path(out), model, list(layers), include, file_format)
     per_tok = "per_tok" in folder.identity["include"]
     for protein in (p for p in proteins if not folder.done(p)):

@@ -203,7 +203,7 @@ class EmbeddingStore:
         if not self.has(p.seq_hash, layer):
             return True
         if rows is True:
-            return not self.has(p.seq_hash, layer, residues=True)
+            return not self.covers(p.seq_hash, layer, np.arange(len(p.sequence)))
         if rows is not False:
             return not self.covers(p.seq_hash, layer, rows)
         if self.has(p.seq_hash, layer, residues=True):

@@ -355,17 +355,19 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
 
     # 2. where the states come from: the store (the held-out set, embedded into it if missing;
     # an --input file only when all of it is stored or store.keep_inputs) or the forward pass
-    # (a store keeping only a training sample, store.residue_states, scores from the forward pass)
-    from_store = (
-        mode == "one-pass" and ctx.residue_keep is True and all(n in ctx.layers for n in cavs)
-    )
-    if from_store and input_path is not None and not cfg.store.keep_inputs:
-        # proteins from --input are not the concept's data: read them only if all are stored
-        # already, else score them from the forward pass and store nothing (store.keep_inputs)
-        from_store = not ctx.store.missing(proteins, sorted(cavs), residues=True)
+    # (a store keeping only a training sample, store.residue_states, unless it holds every
+    # state of these proteins already)
+    taps = mode == "one-pass" and cfg.embed.per_residue and all(n in ctx.layers for n in cavs)
+    keep_inputs = input_path is not None and cfg.store.keep_inputs
+    if keep_inputs or (input_path is None and ctx.residue_keep is True):
+        from_store = taps
+    else:  # proteins that are not the concept's data, or a sampled store: never stored now
+        from_store = taps and not ctx.store.missing(proteins, sorted(cavs), residues=True)
     embedded_now = 0  # stored now (a forward-pass detect stores nothing)
     if from_store:
-        embedded_now = ctx.ensure_embeddings(proteins)
+        # store.keep_inputs: every residue state of the inputs, whatever the store keeps of
+        # the concept's own proteins
+        embedded_now = ctx.ensure_embeddings(proteins, keep=True if keep_inputs else None)
         log.info(
             "detect: %d of %d proteins read from the store, %d embedded now",
             len(proteins) - embedded_now,

@@ -180,14 +180,17 @@ class RunContext:
             size = residues * len(self.layers) * self.loaded.hidden_size
             gib = size * np.dtype(cfg.embed.residue_dtype).itemsize / 2**30
             mode = "all" if gib <= cfg.store.full_states_max_gib else "sample"
-            if mode == "sample":
-                log.info(
-                    "store: every residue state would take %.1f GiB (> store.full_states_max_gib "
-                    "%.1f): keeping the training sample only; later stages score from the "
-                    "forward pass (store.residue_states: all keeps every state)",
-                    gib,
-                    cfg.store.full_states_max_gib,
+            if mode == "sample":  # said on the console: train and evaluate will take longer
+                from esm_tcav.ui import console
+
+                line = (
+                    f"store: every residue state would take {gib:.1f} GiB (more than "
+                    f"store.full_states_max_gib {cfg.store.full_states_max_gib:g}), so only the "
+                    "training sample is kept; train and evaluate score the other residues "
+                    "from the forward pass (store.residue_states: all keeps every state)"
                 )
+                log.info(line)
+                console.print(line, highlight=False, soft_wrap=True)
         if mode == "all":
             return True
         from esm_tcav.concepts.train import training_positions
@@ -199,9 +202,10 @@ class RunContext:
         proteins: list[Protein],
         progress: Callable[..., object] | None = None,
         force: bool = False,
+        keep: Keep | None = None,
     ) -> int:
         """Embed the proteins the store lacks (all tapped layers, the residue states that
-        `residue_keep` says); returns how many were done."""
+        `keep` says, by default `residue_keep`); returns how many were done."""
         return embed_into_store(
             self.cfg,
             self.loaded,
@@ -210,7 +214,7 @@ class RunContext:
             self.store,
             progress=progress,
             force=force,
-            keep=self.residue_keep,
+            keep=self.residue_keep if keep is None else keep,
         )
 
 
