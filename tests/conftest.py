@@ -36,6 +36,14 @@ def tiny_config(**overrides) -> EsmConfig:
     return config
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_hf_folder, tiny_registry):
+    """The tiny ESM-2 classifier, loaded through the package's registry and loader."""
+    from esm_tcav.models.loading import load_model
+
+    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
+
+
 @pytest.fixture(scope="session")
 def tiny_registry(tmp_path_factory) -> Path:
     """A user registry YAML adding the tiny test model (as users add their own checkpoints)."""

@@ -12,17 +12,11 @@ import pytest
 import esm_tcav
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.localize.scan import run_scan
-from esm_tcav.models.loading import load_model
 from esm_tcav.run import api
 from tests.test_detect import trained as trained  # noqa: F401 (a fixture)
 from tests.test_scan import make_library, planted_cav, planted_proteins, random_cav, write_fasta
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_hf_folder, tiny_registry):
-    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
 
 
 @pytest.fixture(scope="module")

@@ -139,13 +139,6 @@ def listing(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_hf_folder, tiny_registry):
-    from esm_tcav.models.loading import load_model
-
-    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-
-
-@pytest.fixture(scope="module")
 def scanlib(tiny, tiny_hf_folder, tiny_registry, tmp_path_factory):
     """A one-concept library recording its model's path, and FASTAs of 12 and 240 proteins."""
     from esm_tcav.concepts.concept import Concept

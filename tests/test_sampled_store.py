@@ -19,15 +19,9 @@ from esm_tcav.engine.projections import Projections
 from esm_tcav.engine.store import EmbeddingStore, union_keep
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.proteins import Protein
-from esm_tcav.models.loading import load_model
 from tests.test_pipeline import _invoke, write_planted_run
 
 PROTS = [Protein("a", "MKTAYIAKQRQISFVKSHFSRQ"), Protein("b", "MKVLAAGIVG")]
-
-
-@pytest.fixture()
-def tiny(tiny_hf_folder, tiny_registry):
-    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
 
 
 def test_a_sampled_shard_holds_and_serves_only_the_kept_positions(tiny, tmp_path):

@@ -61,11 +61,6 @@ def planted_proteins(n: int, seed: int = 1) -> list[tuple[Protein, list[tuple[in
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_hf_folder, tiny_registry):
-    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
-
-
 def planted_cav(loaded, layer: int) -> CAV:
     rng = np.random.default_rng(0)
     cal = [_protein(rng, f"cal{i}", 120, [20, 70]) for i in range(6)]

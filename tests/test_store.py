@@ -9,18 +9,12 @@ from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.engine.store import EmbeddingStore
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.proteins import Protein, Span
-from esm_tcav.models.loading import load_model
 
 PROTS = [
     Protein("a", "MKTAYIAKQRQISFVKSHFSRQ", (Span(3, 9, "x"),)),
     Protein("b", "MKVLAAGIVG"),
     Protein("c", "ACDEFGHIKLMNPQRSTVWY"),
 ]
-
-
-@pytest.fixture()
-def tiny(tiny_hf_folder, tiny_registry):
-    return load_model("tiny_esm2", tiny_hf_folder, registry_file=tiny_registry)
 
 
 def test_store_roundtrip_memory_mapped(tiny, tmp_path):
