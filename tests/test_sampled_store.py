@@ -162,6 +162,17 @@ def test_switching_modes_and_keep_inputs_and_export_on_a_sampled_store(
     )
     res = _invoke("run", str(fresh), "--steps", "embed,train")
     assert res.exit_code == 0, res.output
+    assert len(passes) == 1  # train's
+    # evaluate and detect as commands of their own (SLURM jobs): each scores the held-out
+    # proteins from a forward pass of its own, and evaluate gets train's held-out AUROCs
+    for verb in ("evaluate", "detect"):
+        res = _invoke(verb, str(fresh))
+        assert res.exit_code == 0, res.output
+    assert len(passes) == 3
+    evaluation = json.loads(
+        (tmp_path / "fresh/out/evaluations/tiny_esm2/projection_eval.json").read_text()
+    )
+    assert all(entry["matches_training"] for entry in evaluation["layers"].values())
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">A\nMKLVCWHCWHCWHCWHPQRSTVAD\n>B\nMKLVPQRSTVADEGIK\n")
     from esm_tcav.config import load_config
