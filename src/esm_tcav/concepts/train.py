@@ -424,6 +424,7 @@ class FittedLayer:
     shared: bool
     train: dict
     seconds: float
+    small: bool  # few enough examples x features for one BLAS thread (SMALL_BLAS_WORK)
 
     def directions(self) -> np.ndarray:
         """[K, H]: every direction the layer's evaluation scores residues on."""
@@ -465,8 +466,9 @@ def fit_layer(
     y = train_ex.y.astype(np.int64)
     # Small problems run on one BLAS thread: threads do not pay at this size, and spinning BLAS
     # threads on a busy CPU cost 5-10x (measured on the demo). Large ones keep all threads.
+    small = X.size * X.shape[1] < SMALL_BLAS_WORK
     with ExitStack() as stack:
-        if X.size * X.shape[1] < SMALL_BLAS_WORK:
+        if small:
             stack.enter_context(threadpool_limits(1, user_api="blas"))
         clf = factory()
         # Standardization and PCA see no labels: fit them once on the training examples and
@@ -516,7 +518,17 @@ def fit_layer(
             **train_ex.notes,
         }
     return FittedLayer(
-        layer, clf, cav, randoms, info, cv, fold_cavs, shared, train, time.perf_counter() - t0
+        layer,
+        clf,
+        cav,
+        randoms,
+        info,
+        cv,
+        fold_cavs,
+        shared,
+        train,
+        time.perf_counter() - t0,
+        small,
     )
 
 
@@ -533,6 +545,17 @@ def evaluate_layer(
 ) -> LayerResult:
     """Held-out AUROCs, thresholds, decoding and calibration of one fitted layer. `source`:
     the store, or the `Projections` of a run whose store keeps a training sample."""
+    with ExitStack() as stack:
+        if fitted.small:  # as its fit: one BLAS thread for a small problem
+            stack.enter_context(threadpool_limits(1, user_api="blas"))
+        return _evaluate_layer(
+            fitted, source, train_ex, test_ex, residue_test, cfg, concept, granularity, threshold_ex
+        )
+
+
+def _evaluate_layer(
+    fitted, source, train_ex, test_ex, residue_test, cfg, concept, granularity, threshold_ex
+) -> LayerResult:
     t0 = time.perf_counter()
     tc, seed, layer = cfg.train, cfg.seed, fitted.layer
     clf, cav, randoms, info, cv = (
