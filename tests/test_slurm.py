@@ -47,11 +47,14 @@ def test_scripts_chain_array_then_stages(tmp_path):
     assert '--shard "${SLURM_ARRAY_TASK_ID}/3"' in embed
     assert "source /opt/venv/bin/activate" in embed and "#SBATCH --partition=gpu" in embed
     assert set(paths) == {"embed", "train", "evaluate", "detect", "tcav", "report"}
-    # train and evaluate run the model when the store may keep only a training sample (auto)
-    assert "--gres=gpu:1" in paths["train"].read_text()
+    # train and evaluate run the model when the store keeps only a training sample: `auto`
+    # decides from the registry's hidden size and the data (a few proteins: every state kept)
+    assert "--gres" not in paths["train"].read_text()
     assert "--gres" not in paths["report"].read_text()
-    full = load_config(cfg_path, {"slurm.gpus": 1, "store.residue_states": "all"})
-    assert "--gres" not in write_scripts(full, cfg_path)["train"].read_text()
+    for mode, limit, gpu in (("sample", 2.0, True), ("auto", 0.0, True), ("all", 0.0, False)):
+        over = {"slurm.gpus": 1, "store.residue_states": mode, "store.full_states_max_gib": limit}
+        train = write_scripts(load_config(cfg_path, over), cfg_path)["train"].read_text()
+        assert ("--gres=gpu:1" in train) is gpu, mode
     res = CliRunner().invoke(app, ["slurm", str(cfg_path), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "#SBATCH --array=0-2" in res.stdout and "esm_tcav train" in res.stdout

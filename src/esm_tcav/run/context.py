@@ -174,11 +174,7 @@ class RunContext:
             return False
         mode = cfg.store.residue_states
         if mode == "auto":
-            residues = sum(
-                len(p.sequence) for p in {p.seq_hash: p for p in self.dataset.proteins}.values()
-            )
-            size = residues * len(self.layers) * self.loaded.hidden_size
-            gib = size * np.dtype(cfg.embed.residue_dtype).itemsize / 2**30
+            gib = full_states_gib(cfg, self.dataset, len(self.layers), self.loaded.hidden_size)
             mode = "all" if gib <= cfg.store.full_states_max_gib else "sample"
             if mode == "sample":  # said on the console: train and evaluate will take longer
                 from esm_tcav.ui import console
@@ -216,6 +212,13 @@ class RunContext:
             force=force,
             keep=self.residue_keep if keep is None else keep,
         )
+
+
+def full_states_gib(cfg: Config, ds: Dataset, layers: int, hidden: int) -> float:
+    """What every residue state of the run's proteins would take in the store (GiB): what
+    `store.residue_states: auto` weighs against `store.full_states_max_gib`."""
+    residues = sum(len(p.sequence) for p in {p.seq_hash: p for p in ds.proteins}.values())
+    return residues * layers * hidden * np.dtype(cfg.embed.residue_dtype).itemsize / 2**30
 
 
 def _say_selection(cfg: Config, ds: Dataset) -> None:

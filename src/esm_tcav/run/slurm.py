@@ -93,7 +93,7 @@ def pipeline_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> 
             + [f'{exe} embed {conf} --shard "${{SLURM_ARRAY_TASK_ID}}/{n}"']
         ),
     }
-    sampled = cfg.store.residue_states != "all"
+    sampled = keeps_a_sample(cfg)
     for stage in STAGES:
         if stage in cfg.steps:
             # the stages that run the model; train and evaluate do when the store may keep only
@@ -104,6 +104,25 @@ def pipeline_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> 
                 _header(cfg, stage, log_dir, gpus=gpus) + [f"{exe} {stage} {conf}"]
             )
     return scripts
+
+
+def keeps_a_sample(cfg: Config) -> bool:
+    """Will the run's store keep only a training sample (so train and evaluate run the model)?
+    For `auto`, from the registry's hidden size and the data, without loading the model."""
+    mode = cfg.store.residue_states
+    if mode != "auto" or not cfg.embed.per_residue:
+        return mode == "sample" and cfg.embed.per_residue
+    from esm_tcav.models.registry import get_spec
+    from esm_tcav.run.context import full_states_gib
+    from esm_tcav.run.dataset import load_dataset
+
+    try:
+        spec = get_spec(cfg.model.name, cfg.path(cfg.model.registry_file))
+        layers = len(spec.resolve_layers(cfg.model.layers))
+        gib = full_states_gib(cfg, load_dataset(cfg), layers, spec.hidden_size)
+    except EsmTcavError:  # cannot tell here (the job will say why): ask for the device
+        return True
+    return gib > cfg.store.full_states_max_gib
 
 
 def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dict[str, Path]:
