@@ -241,10 +241,10 @@ class EmbeddingStore:
         found = self._sample(seq_hash, layer, positions)
         if found is None:
             raise ArtifactError(
-                f"per-residue states of {seq_hash} at layer {layer} were not stored (the store "
-                "keeps a training sample, or no residues: store.residue_states, "
-                "embed.per_residue); score it from the forward pass, or rerun embed with "
-                "store.residue_states: all"
+                f"per-residue states of sequence {seq_hash} at layer {layer} are not in the "
+                "store (it keeps pooled vectors only with embed.per_residue: false, and only "
+                "the training sample with store.residue_states: sample); rerun embed with "
+                "embed.per_residue: true and store.residue_states: all"
             )
         path, rows = found
         return np.asarray(self._array(path)[rows], dtype=np.float32)
