@@ -48,6 +48,20 @@ def test_a_sampled_shard_holds_and_serves_only_the_kept_positions(tiny, tmp_path
     assert [p.id for p in again.missing(PROTS, [1, 3], True)] == ["a", "b"]
 
 
+def test_projections_hold_each_protein_on_its_own_directions(tiny):
+    rng = np.random.default_rng(0)
+    fold, concept = (rng.normal(size=(k, tiny.hidden_size)) for k in (2, 1))
+    a, b = PROTS
+    groups = [([a], {3: np.r_[fold, concept]}), ([b], {3: concept, 1: concept})]
+    proj = Projections.compute(ForwardEngine(tiny, [1, 3]), groups, None, "float32")
+    states = dict(ForwardEngine(tiny, [1, 3]).iter_residue_states(PROTS))
+    got = proj.project(a.seq_hash, 3, fold[::-1])  # any subset, any order
+    assert np.allclose(got, states[a][3] @ fold[::-1].T.astype(np.float32), atol=1e-5)
+    assert proj.covers([a, b], {3: concept}) and not proj.covers([b], {3: fold})
+    with pytest.raises(ValueError, match="not projected"):
+        proj.project(b.seq_hash, 3, fold)  # b was asked for the concept only
+
+
 def test_union_keep_merges_runs_sharing_one_embedding_pass():
     a, b = (p.seq_hash for p in PROTS)
     assert union_keep([(True, PROTS), (True, PROTS[:1])]) is True
@@ -67,9 +81,9 @@ def test_a_sampled_run_gives_the_numbers_and_spans_of_a_full_run(
     passes = []
     compute = Projections.compute.__func__
 
-    def counted(cls, engine, proteins, *args, **kwargs):
-        passes.append(len(proteins))
-        return compute(cls, engine, proteins, *args, **kwargs)
+    def counted(cls, engine, groups, *args, **kwargs):
+        passes.append(len({p.seq_hash for members, _ in groups for p in members}))
+        return compute(cls, engine, groups, *args, **kwargs)
 
     monkeypatch.setattr(Projections, "compute", classmethod(counted))
     runs = {}

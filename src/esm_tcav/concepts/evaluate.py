@@ -131,7 +131,7 @@ def run_evaluate(ctx: StageContext) -> dict:
         directions = {
             n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
         }
-        source = project_residues(ctx, test_pos + test_neg, directions)
+        source = project_residues(ctx, [(test_pos + test_neg, directions)])
     out_dir = ctx.out / "evaluations" / model
     per_layer: dict[int, dict] = {}
     curve_data: dict[int, dict] = {}

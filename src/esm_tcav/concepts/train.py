@@ -54,7 +54,7 @@ from esm_tcav.concepts.grade import grade
 from esm_tcav.concepts.stats import add_qvalues, layer_statistics, summary_fields
 from esm_tcav.concepts.thresholds import build_thresholds, metrics_at
 from esm_tcav.engine.context import StageContext
-from esm_tcav.engine.projections import Projections
+from esm_tcav.engine.projections import Groups, Projections
 from esm_tcav.errors import ArtifactError, ConfigError
 from esm_tcav.io.files import atomic_write_json, content_hash, save_tensors
 from esm_tcav.io.proteins import Protein
@@ -426,10 +426,14 @@ class FittedLayer:
     seconds: float
     small: bool  # few enough examples x features for one BLAS thread (SMALL_BLAS_WORK)
 
-    def directions(self) -> np.ndarray:
-        """[K, H]: every direction the layer's evaluation scores residues on."""
-        cavs = [c for _, c in self.fold_cavs] + [self.cav, *self.randoms]
-        return np.stack([c.direction for c in cavs])
+    def training_directions(self) -> np.ndarray:
+        """[K, H]: what training proteins' residues are scored on (the CV fold CAVs for
+        out-of-fold scores; the concept CAV for in-sample ones when there is no CV)."""
+        return np.stack([c.direction for c in [*(c for _, c in self.fold_cavs), self.cav]])
+
+    def heldout_directions(self) -> np.ndarray:
+        """[K, H]: what held-out proteins' residues are scored on (concept and random CAVs)."""
+        return np.stack([c.direction for c in [self.cav, *self.randoms]])
 
 
 def train_layer(
@@ -743,23 +747,23 @@ def needs_projections(ctx: StageContext, proteins: list[Protein]) -> bool:
     return bool(ctx.store.missing(proteins, ctx.layers, residues=True))
 
 
-def project_residues(ctx: StageContext, proteins: list[Protein], directions: dict) -> Projections:
-    """Every residue of `proteins` projected on each layer's `directions` [K, H] (for a run
-    whose store keeps only a training sample): from one forward pass, or from the projections
-    an earlier stage of the same process made (`train` projects the held-out proteins on every
-    CAV that `evaluate` and `detect` score them with)."""
+def project_residues(ctx: StageContext, groups: Groups) -> Projections:
+    """Every residue of each group's proteins projected on that group's directions [K, H] per
+    layer (for a run whose store keeps only a training sample): from one forward pass, or from
+    the projections an earlier stage of the same process made (`train` projects the held-out
+    proteins on every CAV that `evaluate` and `detect` score them with)."""
     from esm_tcav.engine.embed import make_engine
     from esm_tcav.ui import progress_bar
 
-    unique = list({p.seq_hash: p for p in proteins}.values())
+    groups = [(members, dirs) for members, dirs in groups if members]
     for known in ctx.projections:
-        if known.covers(unique, directions):
+        if all(known.covers(members, dirs) for members, dirs in groups):
             return known
-    engine = make_engine(ctx.cfg, ctx.loaded, sorted(directions))
-    with progress_bar(len(unique), "scores from the forward pass (sampled store)") as advance:
-        made = Projections.compute(
-            engine, unique, directions, ctx.store, ctx.cfg.embed.residue_dtype, advance
-        )
+    layers = sorted({n for _, dirs in groups for n in dirs})
+    n = len({p.seq_hash for members, _ in groups for p in members})
+    engine = make_engine(ctx.cfg, ctx.loaded, layers)
+    with progress_bar(n, "scores from the forward pass (sampled store)") as advance:
+        made = Projections.compute(engine, groups, ctx.store, ctx.cfg.embed.residue_dtype, advance)
     ctx.projections[:] = [made]  # the newest only: each holds [L, K] floats per protein
     return made
 
@@ -936,14 +940,24 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
         for layer in iter_progress(ctx.layers, "train", "layers")
     }
     source = ctx.store
-    scored = [
+    # protein examples read pooled vectors; every other example's residues are projected
+    training = [
+        p for ex in (threshold_ex or train_ex,) if ex.kind != "protein" for p in ex.proteins
+    ]
+    heldout = [
         p
-        for ex in (threshold_ex or train_ex, test_ex, residue_test)
-        if ex is not None and ex.kind != "protein"  # protein examples read pooled vectors
+        for ex in (test_ex, residue_test)
+        if ex is not None and ex.kind != "protein"
         for p in ex.proteins
     ]
-    if needs_projections(ctx, scored):
-        source = project_residues(ctx, scored, {n: f.directions() for n, f in fitted.items()})
+    if needs_projections(ctx, training + heldout):
+        source = project_residues(
+            ctx,
+            [
+                (training, {n: f.training_directions() for n, f in fitted.items()}),
+                (heldout, {n: f.heldout_directions() for n, f in fitted.items()}),
+            ],
+        )
     results = {}
     for layer, fit in fitted.items():
         results[layer] = evaluate_layer(

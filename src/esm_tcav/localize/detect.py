@@ -391,7 +391,7 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
         from esm_tcav.concepts.train import project_residues
 
         directions = {n: cav.direction[None] for n, cav in cavs.items()}
-        projected = project_residues(ctx, proteins, directions)
+        projected = project_residues(ctx, [(proteins, directions)])
 
         def scored() -> Iterator[tuple[Protein, dict[int, np.ndarray]]]:
             for p in proteins:
