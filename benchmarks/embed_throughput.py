@@ -85,12 +85,12 @@ def memory_child(n: int) -> None:
         emb = ForwardEngine(loaded, LAYERS, toks_per_batch=2048, chunk_size=512)
         pending = []
         for prot, states in emb.iter_residue_states(proteins):
-            pending.append(store.compact(prot, states, per_residue=False))
+            pending.append(store.compact(prot, states, False))
             if len(pending) == 256:
-                store.write_shard(pending, per_residue=False)
+                store.write_shard(pending, False)
                 pending = []
         if pending:
-            store.write_shard(pending, per_residue=False)
+            store.write_shard(pending, False)
         print(
             json.dumps(
                 {

@@ -7,15 +7,16 @@ The concept is the demo's (100 zinc-finger proteins with finger spans, configs/d
 the negatives are the demo's 100 and then distinct real proteins of data/benchmark (bindPredict,
 then InterProScan 6 sequences) up to N proteins in all. Each (N, mode) runs
 `esm-tcav run --steps embed,train,evaluate,detect` into a fresh folder with its own store.
-Prints, per N: store MiB, seconds per stage and the ratios sample / all; and checks the two
-modes agree: every layer's held-out AUROC, CV AUROC and threshold within 1e-5 and the detected
-spans identical. Writes `store_bound.json`.
+Prints, per N: store MiB, seconds per stage, the run's peak RSS and the ratios sample / all;
+and checks the two modes agree: every layer's held-out AUROC, CV AUROC and threshold within
+1e-5 and the detected spans identical. Writes `store_bound.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,17 +72,20 @@ def _run(out: Path, negatives: Path, mode: str) -> dict:
     cmd += ["--set", f"store.residue_states={mode}", "--set", "detect.heatmaps_top=0"]
     cmd += ["--set", "detect.heatmaps_random=0", "--json"]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    with (out / "stdout.txt").open("w") as so, (out / "stderr.txt").open("w") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se)
+        _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak RSS
     wall = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(out / 'stderr.txt').read_text()[-2000:]}")
+    result = json.loads((out / "stdout.txt").read_text())
     run = out / "run"
     summary = json.loads(next((run / "cavs").rglob("summary_v*.json")).read_text())
     return {
         "wall_s": round(wall, 1),
         "stage_s": {k: round(v, 1) for k, v in result["steps"].items()},
         "store_bytes": _bytes(run / "embeddings"),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "layers": {
             k: {"auroc": v["auroc"], "cv": v["cv_auroc_mean"], "thr": v["thresholds"]["f1_max"]}
             for k, v in summary["layers"].items()
@@ -129,7 +133,8 @@ def main() -> None:
         print(
             f"{n} proteins: store {a['store_bytes'] / 2**20:.1f} MiB (all) vs "
             f"{s['store_bytes'] / 2**20:.1f} MiB (sample), x{row['store_ratio']:.3f}; wall "
-            f"{a['wall_s']:.1f} s vs {s['wall_s']:.1f} s (x{row['wall_ratio']:.2f}; seconds "
+            f"{a['wall_s']:.1f} s vs {s['wall_s']:.1f} s (x{row['wall_ratio']:.2f}; peak RSS "
+            f"{a['peak_rss_mib']:.0f} vs {s['peak_rss_mib']:.0f} MiB; seconds "
             f"all/sample: {stages}); AUROC/CV within {worst:.1e}, thresholds within {thr:.1e}, "
             f"spans identical: {row['spans_identical']}",
             flush=True,

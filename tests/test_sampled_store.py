@@ -16,7 +16,7 @@ import pytest
 
 from esm_tcav.engine.forward import ForwardEngine
 from esm_tcav.engine.projections import Projections
-from esm_tcav.engine.store import EmbeddingStore, union_keep
+from esm_tcav.engine.store import EmbeddingStore, kept_rows, union_keep
 from esm_tcav.errors import ArtifactError
 from esm_tcav.io.proteins import Protein
 from tests.test_pipeline import _invoke, write_planted_run
@@ -46,6 +46,15 @@ def test_a_sampled_shard_holds_and_serves_only_the_kept_positions(tiny, tmp_path
     assert again.missing(PROTS, [1, 3], {a: np.array([2, 9])}) == []
     assert [p.id for p in again.missing(PROTS, [1, 3], {a: np.array([1])})] == ["a"]
     assert [p.id for p in again.missing(PROTS, [1, 3], True)] == ["a", "b"]
+
+    # positions given in any order, repeated, or every residue in a sampled shard (a library's
+    # merged keep): stored sorted, found again, and every residue counts as every residue
+    mixed = EmbeddingStore(tmp_path / "mixed", tiny.fingerprint, residue_dtype="float32")
+    keep = {a: np.array([9, 2, 9]), b: np.True_}
+    mixed.write_shard([mixed.compact(p, st, kept_rows(keep, p.seq_hash)) for p, st in items])
+    assert mixed.missing(PROTS, [1, 3], keep) == []
+    assert mixed.has(b, 3, residues=True) and not mixed.has(a, 3, residues=True)
+    assert np.array_equal(mixed.residues(b, 1), items[1][1][1])
 
 
 def test_projections_hold_each_protein_on_its_own_directions(tiny):

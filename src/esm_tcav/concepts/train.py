@@ -16,6 +16,9 @@ Why the examples are planned once, before any layer is read: the same residues, 
 windows are used at every layer, so layers are compared on identical data, and the plan's seed
 fully determines it. Why random CAVs reuse the layer's scaler and PCA: both are fitted without
 labels, so with shuffled labels refitting them would give the same numbers at N times the cost.
+Why every layer is fitted (`fit_layer`) before any is evaluated (`evaluate_layer`): a store
+that keeps only a training sample (`store.residue_states`) has no states for the other residues,
+so they are scored from one forward pass that needs every layer's CAVs first.
 """
 
 from __future__ import annotations
@@ -166,13 +169,13 @@ class Examples:
         D = np.asarray(directions, dtype=np.float32).T
         b = np.asarray(biases, dtype=np.float32)
         out = np.empty((len(self), D.shape[1]), dtype=np.float32)
-        project = getattr(store, "project", None)
+        projected = isinstance(store, Projections)
         for pi, rows in self._by_protein():
             prot = self.proteins[pi]
-            if project is None or self.kind == "protein":
+            if not projected or self.kind == "protein":
                 out[rows] = self._vectors(store, layer, prot, rows) @ D + b
             else:
-                values = project(prot.seq_hash, layer, D.T)
+                values = store.project(prot.seq_hash, layer, D.T)
                 out[rows] = self._pool(values, np.arange(values.shape[0]), rows) + b
         return out
 
@@ -944,12 +947,11 @@ def run_train(ctx: StageContext, force: bool = False) -> dict:
     training = [
         p for ex in (threshold_ex or train_ex,) if ex.kind != "protein" for p in ex.proteins
     ]
-    heldout = [
-        p
-        for ex in (test_ex, residue_test)
-        if ex is not None and ex.kind != "protein"
-        for p in ex.proteins
-    ]
+    # every held-out protein (evaluate and detect in this process reuse these projections)
+    per_residue_test = any(
+        ex is not None and ex.kind != "protein" for ex in (test_ex, residue_test)
+    )
+    heldout = test_pos + test_neg if per_residue_test else []
     if needs_projections(ctx, training + heldout):
         source = project_residues(
             ctx,

@@ -248,9 +248,8 @@ def export_store(
     """
     if "per_tok" in include:  # before any file is written
         for protein in proteins:
-            every = np.arange(len(protein.sequence))
             h = protein.seq_hash
-            if any(store.has(h, n) and not store.covers(h, n, every) for n in layers):
+            if any(store.has(h, n) and not store.has(h, n, residues=True) for n in layers):
                 raise ArtifactError(
                     f"store export: the store does not hold every residue state of protein "
                     f"{protein.id} (it keeps a training sample, store.residue_states, or none, "

@@ -9,7 +9,7 @@ An embedding is keyed by model fingerprint + layer + sequence hash
 only: the protein's ID and its spans play no part, so any run, config or library on the same model
 reuses what any other stored (`store.path` in the config, `--store` on every verb). Span vectors
 are pooled from the stored residues when read; the span rows a shard keeps are only a cache for
-stores written with `embed.per_residue: false`.
+proteins stored without every residue (`embed.per_residue: false`, a training sample).
 
 Why it is safe for concurrent writers (several runs, SLURM array tasks) without a global lock:
 - a shard is written into a uniquely named temporary folder and renamed into place, so a reader
@@ -54,7 +54,8 @@ def kept_rows(keep: Keep, seq_hash: str) -> np.ndarray | bool:
     """What `keep` says the store keeps of one sequence's residue states."""
     if isinstance(keep, bool | np.bool_):
         return bool(keep)
-    return keep.get(seq_hash, False)
+    rows = keep.get(seq_hash, False)
+    return bool(rows) if isinstance(rows, bool | np.bool_) else rows
 
 
 def union_keep(parts: Iterable[tuple[Keep, list[Protein]]]) -> Keep:
@@ -156,17 +157,21 @@ class EmbeddingStore:
         return arr
 
     def has(self, seq_hash: str, layer: int, residues: bool = False) -> bool:
+        """Is the sequence stored at this layer (with `residues`: every residue state, in a
+        full shard or in a sample that holds them all)?"""
         loc = self._index.get((seq_hash, layer))
         if loc is None:
             return False
-        return not residues or layer in self._has_residues[loc.shard]
+        if not residues or layer in self._has_residues[loc.shard]:
+            return True
+        return self._sample(seq_hash, layer, np.arange(loc.length)) is not None
 
     def covers(self, seq_hash: str, layer: int, positions: np.ndarray) -> bool:
         """Are the residue states at these 0-based positions stored (all residues or a sample)?"""
-        return (
-            self.has(seq_hash, layer, residues=True)
-            or self._sample(seq_hash, layer, positions) is not None
-        )
+        loc = self._index.get((seq_hash, layer))
+        if loc is not None and layer in self._has_residues[loc.shard]:
+            return True
+        return self._sample(seq_hash, layer, positions) is not None
 
     def _sample(self, seq_hash: str, layer: int, positions: np.ndarray):
         """(sampled rows file, rows) of a stored sample holding every position, or None."""
@@ -203,7 +208,7 @@ class EmbeddingStore:
         if not self.has(p.seq_hash, layer):
             return True
         if rows is True:
-            return not self.covers(p.seq_hash, layer, np.arange(len(p.sequence)))
+            return not self.has(p.seq_hash, layer, residues=True)
         if rows is not False:
             return not self.covers(p.seq_hash, layer, rows)
         if self.has(p.seq_hash, layer, residues=True):
@@ -330,7 +335,8 @@ class EmbeddingStore:
             layer: (mean_pool(st), [span_pool(st, s.start, s.end) for s in prot.spans])
             for layer, st in states.items()
         }
-        positions = None if isinstance(rows, bool) else np.asarray(rows, dtype=np.int64)
+        # sorted and unique: what `covers` searches
+        positions = None if isinstance(rows, bool) else np.unique(np.asarray(rows, dtype=np.int64))
         residues = None
         if rows is True or positions is not None:
             residues = {

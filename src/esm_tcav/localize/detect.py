@@ -365,9 +365,9 @@ def run_detect(ctx: StageContext, input_path: Path | None = None) -> dict:
         from_store = taps and not ctx.store.missing(proteins, sorted(cavs), residues=True)
     embedded_now = 0  # stored now (a forward-pass detect stores nothing)
     if from_store:
-        # store.keep_inputs: every residue state of the inputs, whatever the store keeps of
-        # the concept's own proteins
-        embedded_now = ctx.ensure_embeddings(proteins, keep=True if keep_inputs else None)
+        # every residue state is read (store.keep_inputs: the inputs', whatever the store
+        # keeps of the concept's own proteins)
+        embedded_now = ctx.ensure_embeddings(proteins, keep=True)
         log.info(
             "detect: %d of %d proteins read from the store, %d embedded now",
             len(proteins) - embedded_now,

@@ -128,6 +128,7 @@ class RunContext:
         """Share a model loaded elsewhere (same model section), instead of loading it again."""
         self._loaded = loaded
         self._layers = None
+        self._keep = None
 
     @property
     def layers(self) -> list[int]:
@@ -172,21 +173,21 @@ class RunContext:
         cfg = self.cfg
         if not cfg.embed.per_residue:
             return False
-        mode = cfg.store.residue_states
-        if mode == "auto":
+        gib = None
+        if cfg.store.residue_states == "auto":
             gib = full_states_gib(cfg, self.dataset, len(self.layers), self.loaded.hidden_size)
-            mode = "all" if gib <= cfg.store.full_states_max_gib else "sample"
-            if mode == "sample":  # said on the console: train and evaluate will take longer
-                from esm_tcav.ui import console
+        mode = residue_states(cfg, gib)
+        if cfg.store.residue_states == "auto" and mode == "sample":  # said: train is slower
+            from esm_tcav.ui import console
 
-                line = (
-                    f"store: every residue state would take {gib:.1f} GiB (more than "
-                    f"store.full_states_max_gib {cfg.store.full_states_max_gib:g}), so only the "
-                    "training sample is kept; train and evaluate score the other residues "
-                    "from the forward pass (store.residue_states: all keeps every state)"
-                )
-                log.info(line)
-                console.print(line, highlight=False, soft_wrap=True)
+            line = (
+                f"store: every residue state would take {gib:.1f} GiB (more than "
+                f"store.full_states_max_gib {cfg.store.full_states_max_gib:g}), so only the "
+                "training sample is kept; train and evaluate score the other residues "
+                "from the forward pass (store.residue_states: all keeps every state)"
+            )
+            log.info(line)
+            console.print(line, highlight=False, soft_wrap=True)
         if mode == "all":
             return True
         from esm_tcav.concepts.train import training_positions
@@ -212,6 +213,19 @@ class RunContext:
             force=force,
             keep=self.residue_keep if keep is None else keep,
         )
+
+
+def residue_states(cfg: Config, full_gib: float | None) -> str:
+    """`all` or `sample`: `store.residue_states`, with `auto` decided by what every residue
+    state would take (`full_states_gib`) against `store.full_states_max_gib`."""
+    mode = cfg.store.residue_states
+    if mode == "auto":
+        return (
+            "all"
+            if full_gib is not None and full_gib <= cfg.store.full_states_max_gib
+            else "sample"
+        )
+    return mode
 
 
 def full_states_gib(cfg: Config, ds: Dataset, layers: int, hidden: int) -> float:

@@ -16,6 +16,7 @@ the later jobs are the same verbs a local run uses, so results match a local run
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 from esm_tcav.config import Config
 from esm_tcav.errors import EsmTcavError
 from esm_tcav.io.files import atomic_write_text, check_output_dir
+
+log = logging.getLogger("esm_tcav.run.slurm")
 
 STAGES = ("train", "evaluate", "detect", "tcav", "report")
 
@@ -109,20 +112,27 @@ def pipeline_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> 
 def keeps_a_sample(cfg: Config) -> bool:
     """Will the run's store keep only a training sample (so train and evaluate run the model)?
     For `auto`, from the registry's hidden size and the data, without loading the model."""
-    mode = cfg.store.residue_states
-    if mode != "auto" or not cfg.embed.per_residue:
-        return mode == "sample" and cfg.embed.per_residue
-    from esm_tcav.models.registry import get_spec
-    from esm_tcav.run.context import full_states_gib
-    from esm_tcav.run.dataset import load_dataset
+    from esm_tcav.run.context import full_states_gib, residue_states
 
-    try:
-        spec = get_spec(cfg.model.name, cfg.path(cfg.model.registry_file))
-        layers = len(spec.resolve_layers(cfg.model.layers))
-        gib = full_states_gib(cfg, load_dataset(cfg), layers, spec.hidden_size)
-    except EsmTcavError:  # cannot tell here (the job will say why): ask for the device
-        return True
-    return gib > cfg.store.full_states_max_gib
+    if not cfg.embed.per_residue:
+        return False
+    gib = None
+    if cfg.store.residue_states == "auto":
+        from esm_tcav.models.registry import get_spec
+        from esm_tcav.run.dataset import load_dataset
+
+        try:
+            spec = get_spec(cfg.model.name, cfg.path(cfg.model.registry_file))
+            layers = len(spec.resolve_layers(cfg.model.layers))
+            gib = full_states_gib(cfg, load_dataset(cfg), layers, spec.hidden_size)
+        except EsmTcavError as exc:  # a model outside the registry, unreadable data
+            log.warning(
+                "slurm: cannot size the store without loading the model (%s); train and "
+                "evaluate jobs ask for no GPU (store.residue_states: sample makes them)",
+                exc,
+            )
+            return False
+    return residue_states(cfg, gib) == "sample"
 
 
 def write_scripts(cfg: Config, config_path: Path, exe: str | None = None) -> dict[str, Path]:

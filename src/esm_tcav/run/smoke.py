@@ -132,6 +132,7 @@ def _write_case(
             "residue_cap": 4000,
         },
         "evaluate": {"bootstrap": 200},
+        "store": {"residue_states": "all"},  # the guardrail check reads every stored state
     }
     path = folder / "smoke.yaml"
     atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
