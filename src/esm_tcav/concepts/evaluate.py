@@ -125,12 +125,13 @@ def run_evaluate(ctx: StageContext) -> dict:
         ctx, version, "evaluate", "evaluating it on its own recorded held-out proteins"
     )
 
+    # every layer's concept CAV and random CAVs, the directions the held-out residues are scored on
+    directions = {
+        n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
+    }
     source = ctx.store
     per_residue = test_ex.kind != "protein" or residue_ex is not None
     if per_residue and needs_projections(ctx, test_pos + test_neg):  # a training-sample store
-        directions = {
-            n: np.stack([c.direction for c in [art.cav, *art.randoms]]) for n, art in arts.items()
-        }
         source = project_residues(ctx, [(test_pos + test_neg, directions)])
     out_dir = ctx.out / "evaluations" / model
     per_layer: dict[int, dict] = {}
@@ -138,7 +139,7 @@ def run_evaluate(ctx: StageContext) -> dict:
     for layer in iter_progress(layers, "evaluate", "layers"):
         art = arts[layer]
         cavs = [art.cav, *art.randoms]
-        D = np.stack([c.direction for c in cavs])
+        D = directions[layer]
         b = np.array([c.bias for c in cavs])
         S = test_ex.score(source, layer, D, b)
         heldout = measure(test_ex, S[:, 0], ev.bootstrap, ev.alpha, seed)

@@ -572,9 +572,8 @@ def _evaluate_layer(
         fitted.random_info,
         fitted.cv,
     )
-    all_cavs = [cav, *randoms]
-    D = np.stack([c.direction for c in all_cavs])
-    b = np.array([c.bias for c in all_cavs])
+    D = fitted.heldout_directions()
+    b = np.array([c.bias for c in [cav, *randoms]])
     S = test_ex.score(source, layer, D, b)
     yt = test_ex.y.astype(np.int64)
     auroc, auprc = _auc(yt, S[:, 0])
